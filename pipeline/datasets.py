@@ -1,0 +1,203 @@
+"""The dataset catalog: name → files, payload checksums, sources in order, and a reader.
+
+A source is either a local directory (a mirror, such as the one Debian's `dataset-fashion-mnist`
+installs) or an HTTP(S) base URL; the download stage tries them in order and keeps the first file
+whose *decompressed* payload has the pinned SHA-256 (mirrors may recompress, as Debian does).
+
+Adding a dataset is adding an entry to `CATALOG`: later kinds (tabular, multi-label) bring their
+own reader and `kind`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import DataError
+
+
+@dataclass(frozen=True)
+class Arrays:
+    """What a reader returns: images as uint8 (N, H, W[, C]) and integer labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    name: str
+    sha256: str  # of the decompressed payload
+    size: int | None = None  # decompressed bytes, when known
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    kind: str
+    files: tuple[FileSpec, ...]
+    sources: tuple[str, ...]
+    reader: Callable[[Path], Arrays]
+    class_names: tuple[str, ...]
+    value_max: int = 255
+    how_to_get: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+# --- readers ------------------------------------------------------------------------------------
+
+
+def open_payload(path: Path):
+    """Open a file for reading its payload, transparently decompressing `.gz`."""
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Decode one IDX file (unsigned-byte data, the MNIST family's format) into a uint8 array."""
+    try:
+        with open_payload(path) as stream:
+            payload = stream.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read IDX payload ({exc}).") from None
+    if len(payload) < 4 or payload[0] != 0 or payload[1] != 0:
+        raise DataError(f"{path}: not an IDX file (bad magic number).")
+    dtype_code, ndim = payload[2], payload[3]
+    if dtype_code != 0x08:
+        raise DataError(f"{path}: IDX data type 0x{dtype_code:02x} unsupported (need 0x08).")
+    header_end = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(payload[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape))
+    if len(payload) - header_end != expected:
+        raise DataError(
+            f"{path}: IDX header says shape {shape} ({expected} bytes) but the file holds "
+            f"{len(payload) - header_end} bytes; the file is truncated or corrupt."
+        )
+    return np.frombuffer(payload, dtype=np.uint8, offset=header_end).reshape(shape)
+
+
+def read_idx_dataset(directory: Path) -> Arrays:
+    """The four-file layout shared by MNIST and Fashion-MNIST."""
+    return Arrays(
+        x_train=read_idx(directory / "train-images-idx3-ubyte.gz"),
+        y_train=read_idx(directory / "train-labels-idx1-ubyte.gz"),
+        x_test=read_idx(directory / "t10k-images-idx3-ubyte.gz"),
+        y_test=read_idx(directory / "t10k-labels-idx1-ubyte.gz"),
+    )
+
+
+def read_digits_csv(directory: Path) -> Arrays:
+    """scikit-learn's bundled `digits.csv.gz`: 64 pixel columns (0–16) and the label, no test set."""
+    path = directory / "digits.csv.gz"
+    try:
+        with open_payload(path) as stream:
+            table = np.loadtxt(stream, delimiter=",", dtype=np.float64)
+    except (OSError, EOFError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read digits CSV ({exc}).") from None
+    images = table[:, :-1].astype(np.uint8).reshape(-1, 8, 8)
+    labels = table[:, -1].astype(np.uint8)
+    return Arrays(x_train=images, y_train=labels)
+
+
+def _sklearn_data_dir() -> str:
+    """scikit-learn's bundled data directory, found without importing scikit-learn."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        return "sklearn-not-installed"
+    return str(Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data")
+
+
+# --- the catalog --------------------------------------------------------------------------------
+
+IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+FASHION_MNIST = DatasetSpec(
+    name="fashion_mnist",
+    kind="images",
+    files=(
+        FileSpec(IDX_FILES[0], "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+        FileSpec(IDX_FILES[1], "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+        FileSpec(IDX_FILES[2], "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+        FileSpec(IDX_FILES[3], "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+    ),
+    sources=(
+        "/usr/share/datasets/fashion-mnist",
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+    ),
+    reader=read_idx_dataset,
+    class_names=(
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+    how_to_get="install Debian's package: `apt-get install dataset-fashion-mnist`",
+)
+
+MNIST = DatasetSpec(
+    name="mnist",
+    kind="images",
+    files=(
+        FileSpec(IDX_FILES[0], "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+        FileSpec(IDX_FILES[1], "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+        FileSpec(IDX_FILES[2], "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+        FileSpec(IDX_FILES[3], "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+    ),
+    sources=(
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    ),
+    reader=read_idx_dataset,
+    class_names=tuple(str(digit) for digit in range(10)),
+    how_to_get=(
+        "copy the four MNIST IDX files into a directory and list it in params.yaml "
+        "`data.mirrors`"
+    ),
+)
+
+DIGITS = DatasetSpec(
+    name="digits",
+    kind="images",
+    files=(
+        FileSpec("digits.csv.gz", "6ebb3d2fee246a4e99363262ddf8a00a3c41bee6014c373ed9d9216ba7f651b8"),
+    ),
+    sources=(_sklearn_data_dir(),),
+    reader=read_digits_csv,
+    class_names=tuple(str(digit) for digit in range(10)),
+    value_max=16,
+    how_to_get="install scikit-learn, which bundles it (`make venv`)",
+)
+
+CATALOG: dict[str, DatasetSpec] = {spec.name: spec for spec in (FASHION_MNIST, MNIST, DIGITS)}
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise DataError(
+            f"Unknown dataset {name!r}; the catalog has {', '.join(sorted(CATALOG))}. "
+            "Add an entry to pipeline/datasets.py CATALOG to use another."
+        ) from None

@@ -1,0 +1,309 @@
+"""The schema of `params.yaml`: one typed object, parsed once, unknown keys refused.
+
+Every stage reads its settings from `Params`; nothing else in `pipeline/` opens `params.yaml`.
+A mistake is reported as a `ParamsError` whose lines name the key path
+(`experiments.fashion_mlp.epochs`), the value found and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pipeline.datasets import CATALOG
+from pipeline.errors import ParamsError
+
+Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+DropoutRate = Annotated[float, Field(ge=0.0, lt=1.0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+Activation = Literal["relu", "sigmoid", "tanh", "elu", "gelu", "selu", "swish"]
+InputScaling = Literal["rescale", "standardize"]
+EXPERIMENT_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
+
+
+class StrictModel(BaseModel):
+    """Refuses unknown keys and silent type coercion ("10" is not an int)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class BaseParams(StrictModel):
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 42
+
+
+class DataParams(StrictModel):
+    datasets: Annotated[list[str], Field(min_length=1)]
+    mirrors: list[str] = Field(
+        default_factory=list,
+        description="Extra local directories searched before the catalog's own sources.",
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 3
+    test_fraction: Fraction = Field(
+        0.2, description="Share held out as the test set for datasets that publish none."
+    )
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_and_unique(cls, names: list[str]) -> list[str]:
+        for name in names:
+            _check_dataset_name(name)
+        if len(set(names)) != len(names):
+            raise ValueError(f"lists a dataset twice: {names}")
+        return names
+
+
+class SplitParams(StrictModel):
+    val_fraction: Fraction = 0.2
+    folds: Annotated[int, Field(ge=0, le=20)] = 0
+
+    @field_validator("folds")
+    @classmethod
+    def _zero_or_at_least_two(cls, folds: int) -> int:
+        if folds == 1:
+            raise ValueError("must be 0 (no folds) or at least 2")
+        return folds
+
+
+class RuntimeParams(StrictModel):
+    """How training runs, not what it learns: changing these never changes the experiment."""
+
+    mixed_precision: Literal["auto", "on", "off"] = "auto"
+    steps_per_execution: Annotated[int, Field(ge=1, le=1000)] = 32
+    deterministic: bool = True
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+class SoftmaxRegressionParams(StrictModel):
+    name: Literal["softmax_regression"]
+    input_scaling: InputScaling = "rescale"
+
+
+class MLPParams(StrictModel):
+    name: Literal["mlp"]
+    units: Annotated[list[PositiveInt], Field(min_length=1)]
+    activation: Activation = "relu"
+    dropout: list[DropoutRate] | None = Field(
+        None, description="Dropout rate after each hidden layer (same length as units)."
+    )
+    input_scaling: InputScaling = "rescale"
+
+    @model_validator(mode="after")
+    def _dropout_matches_units(self) -> MLPParams:
+        if self.dropout is not None and len(self.dropout) != len(self.units):
+            raise ValueError(
+                f"dropout has {len(self.dropout)} rates for {len(self.units)} hidden layers "
+                f"(units {self.units}): give one rate per layer, 0.0 for none"
+            )
+        return self
+
+
+class CNNParams(StrictModel):
+    name: Literal["cnn"]
+    filters: Annotated[list[PositiveInt], Field(min_length=1)] = [32, 64]
+    kernel_size: PositiveInt = 3
+    pool_size: PositiveInt = 2
+    conv_dropout: DropoutRate = 0.25
+    dense_units: PositiveInt = 128
+    dense_dropout: DropoutRate = 0.5
+    activation: Activation = "relu"
+    input_scaling: InputScaling = "rescale"
+
+
+class SGDLogisticParams(StrictModel):
+    name: Literal["sgd_logistic"]
+    max_iter: PositiveInt = 5
+    alpha: Annotated[float, Field(gt=0)] = 1e-4
+    cv_folds: Annotated[int, Field(ge=2, le=20)] = 5
+
+
+ModelParams = Annotated[
+    Union[SoftmaxRegressionParams, MLPParams, CNNParams, SGDLogisticParams],  # noqa: UP007
+    Field(discriminator="name"),
+]
+MODEL_NAMES = ("softmax_regression", "mlp", "cnn", "sgd_logistic")
+
+
+class Experiment(StrictModel):
+    dataset: str
+    model: ModelParams
+    optimizer: Literal["sgd", "rmsprop", "adam"] = "adam"
+    learning_rate: Annotated[float, Field(gt=0, le=10)] = 1e-3
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 32
+    patience: PositiveInt | None = Field(
+        None, description="Early-stopping patience in epochs; null trains every epoch."
+    )
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        return _check_dataset_name(name)
+
+    @property
+    def is_keras(self) -> bool:
+        return self.model.name != "sgd_logistic"
+
+
+class Params(StrictModel):
+    base: BaseParams = BaseParams()
+    data: DataParams
+    split: SplitParams = SplitParams()
+    runtime: RuntimeParams = RuntimeParams()
+    experiments: dict[
+        Annotated[str, Field(pattern=EXPERIMENT_NAME_PATTERN)], Experiment
+    ] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _experiments_use_listed_datasets(self) -> Params:
+        for name, experiment in self.experiments.items():
+            if experiment.dataset not in self.data.datasets:
+                raise ValueError(
+                    f"experiments.{name}.dataset is {experiment.dataset!r}, which is not in "
+                    f"data.datasets {self.data.datasets}: add it there so its download, "
+                    "preprocess and split stages run"
+                )
+        return self
+
+    def experiment(self, name: str) -> Experiment:
+        try:
+            return self.experiments[name]
+        except KeyError:
+            raise ParamsError(
+                f"Unknown experiment {name!r}: params.yaml defines "
+                f"{', '.join(sorted(self.experiments)) or 'none'}. Add it under `experiments:` "
+                "or pick one of those."
+            ) from None
+
+
+def _check_dataset_name(name: str) -> str:
+    if name not in CATALOG:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(CATALOG))}")
+    return name
+
+
+# --- loading and error messages -----------------------------------------------------------------
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate `path`; raise `ParamsError` naming every mistake found."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParamsError(
+            f"{path} not found: run from the project root (where dvc.yaml is) or pass its path."
+        ) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {exc}") from None
+    return parse_params(raw, source=str(path))
+
+
+def parse_params(raw: Any, *, source: str = "params.yaml") -> Params:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source} must be a mapping with keys base, data, split, experiments.")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(error) for error in exc.errors()]
+        raise ParamsError(
+            f"{source} has {len(lines)} problem{'s' if len(lines) > 1 else ''}:\n"
+            + "\n".join(f"  - {line}" for line in lines)
+            + "\nFix the key(s) named above; see README.md, section 'Configuration'."
+        ) from None
+
+
+def _key_path(loc: tuple) -> str:
+    parts: list[str] = []
+    for index, part in enumerate(loc):
+        # Discriminated unions add the tag to the location: experiments.x.model.mlp.units.
+        if parts and parts[-1] == "model" and part in MODEL_NAMES and index < len(loc) - 1:
+            continue
+        if part == "[key]":
+            continue
+        parts.append(f"[{part}]" if isinstance(part, int) else str(part))
+    return ".".join(parts).replace(".[", "[")
+
+
+def _describe(error: dict) -> str:
+    loc = tuple(error["loc"])
+    key = _key_path(loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        hint = ""
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        if close:
+            hint = f" (did you mean {close[0]!r}?)"
+        where = _key_path(loc[:-1]) or "the top level"
+        return (
+            f"{key}: unknown key{hint}; allowed keys under {where}: {', '.join(allowed)}"
+        )
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    if kind == "union_tag_invalid":
+        return f"{key}.name = {error['input'].get('name')!r}: unknown model; known models: " + (
+            ", ".join(MODEL_NAMES)
+        )
+    if kind == "union_tag_not_found":
+        return f"{key}: needs a `name`; known models: {', '.join(MODEL_NAMES)}"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if "[key]" in loc:
+        return f"{key}: name {error['input']!r} {message.lower()} (letters, digits, underscores)"
+    return f"{key} = {error['input']!r}: {message}"
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """The field names of the model found at `loc`, walking the schema from `Params`."""
+    annotation: Any = Params
+    for part in loc:
+        annotation = _unwrap(annotation, part)
+        if annotation is None:
+            return []
+    annotation = _unwrap(annotation, None)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
+
+
+def _unwrap(annotation: Any, part: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(annotation)[0], part)
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(annotation):
+            fields = getattr(option, "model_fields", {})
+            tag = fields.get("name")
+            if part in MODEL_NAMES and tag is not None and part in typing.get_args(tag.annotation):
+                return option
+        return _unwrap(typing.get_args(annotation)[0], part) if part is None else None
+    if part is None:
+        return annotation
+    if origin is dict:
+        return typing.get_args(annotation)[1]
+    if origin is list:
+        return typing.get_args(annotation)[0]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field = annotation.model_fields.get(part)
+        return field.annotation if field is not None else None
+    return None

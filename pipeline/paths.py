@@ -1,0 +1,42 @@
+"""Where each stage reads and writes, relative to the project root (the directory of dvc.yaml).
+
+Functions only build paths; nothing here touches the file system.
+"""
+
+from pathlib import Path
+
+PARAMS_FILE = Path("params.yaml")
+DATA_DIR = Path("data")
+RAW_DIR = DATA_DIR / "raw"
+PREPARED_DIR = DATA_DIR / "prepared"
+SPLIT_DIR = DATA_DIR / "split"
+MODELS_DIR = Path("models")
+CHECKPOINTS_DIR = Path("checkpoints")
+LIVE_DIR = Path("live")
+METRICS_DIR = Path("metrics")
+PLOTS_DIR = Path("plots")
+REPORTS_DIR = Path("reports")
+
+
+def raw_dir(dataset: str, root: Path = Path(".")) -> Path:
+    return root / RAW_DIR / dataset
+
+
+def prepared_dir(dataset: str, root: Path = Path(".")) -> Path:
+    return root / PREPARED_DIR / dataset
+
+
+def split_dir(dataset: str, root: Path = Path(".")) -> Path:
+    return root / SPLIT_DIR / dataset
+
+
+def model_dir(experiment: str, root: Path = Path(".")) -> Path:
+    return root / MODELS_DIR / experiment
+
+
+def checkpoint_dir(experiment: str, root: Path = Path(".")) -> Path:
+    return root / CHECKPOINTS_DIR / experiment
+
+
+def live_dir(experiment: str, root: Path = Path(".")) -> Path:
+    return root / LIVE_DIR / experiment

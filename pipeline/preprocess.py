@@ -1,0 +1,93 @@
+"""Preprocess stage: decode the raw files into memory-mappable `.npy` arrays.
+
+Images stay `uint8`: scaling to [0, 1] or standardisation happens inside the model, so the
+prepared copy of Fashion-MNIST is 55 MB rather than 441 MB of float64, and a saved model takes
+the same raw pixels at serving time. Datasets that publish no test set get one held out here,
+stratified and seeded, before any later stage sees the data.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.datasets import DatasetSpec
+from pipeline.errors import DataError
+from pipeline.io import atomic_dir, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    seed: int = 42
+    test_fraction: float = 0.2
+
+
+def preprocess(
+    spec: DatasetSpec, *, raw_dir: Path, out_dir: Path, settings: PreprocessSettings
+) -> dict:
+    """Write x_train/y_train/x_test/y_test `.npy` and `meta.json` to `out_dir`; return the meta."""
+    if not Path(raw_dir).is_dir():
+        raise DataError(
+            f"{raw_dir} does not exist: run the download stage first "
+            f"(`dvc repro download@{spec.name}`)."
+        )
+    arrays = spec.reader(Path(raw_dir))
+    x_train, y_train = _check(arrays.x_train, arrays.y_train, spec, "train")
+    if arrays.x_test is None:
+        x_train, y_train, x_test, y_test = _hold_out_test(x_train, y_train, settings)
+        test_source = f"held out: test_fraction={settings.test_fraction}, seed={settings.seed}"
+    else:
+        x_test, y_test = _check(arrays.x_test, arrays.y_test, spec, "test")
+        test_source = "published"
+    meta = {
+        "dataset": spec.name,
+        "kind": spec.kind,
+        "class_names": list(spec.class_names),
+        "num_classes": spec.num_classes,
+        "input_shape": list(x_train.shape[1:]),
+        "value_max": spec.value_max,
+        "n_train": int(len(x_train)),
+        "n_test": int(len(x_test)),
+        "test_source": test_source,
+    }
+    with atomic_dir(out_dir) as staging:
+        for name, array in (
+            ("x_train", x_train),
+            ("y_train", y_train),
+            ("x_test", x_test),
+            ("y_test", y_test),
+        ):
+            np.save(staging / f"{name}.npy", np.ascontiguousarray(array))
+        atomic_write_json(staging / "meta.json", meta)
+    log.info("%s: %d train, %d test rows in %s", spec.name, len(x_train), len(x_test), out_dir)
+    return meta
+
+
+def _check(x: np.ndarray, y: np.ndarray | None, spec: DatasetSpec, part: str):
+    if y is None or len(x) != len(y):
+        raise DataError(
+            f"{spec.name}: {part} images and labels differ in length "
+            f"({len(x)} vs {None if y is None else len(y)}); the raw files do not belong together."
+        )
+    if x.dtype != np.uint8:
+        raise DataError(f"{spec.name}: {part} images are {x.dtype}, expected uint8.")
+    labels = np.asarray(y, dtype=np.uint8)
+    if labels.size and int(labels.max()) >= spec.num_classes:
+        raise DataError(
+            f"{spec.name}: {part} label {int(labels.max())} is outside 0..{spec.num_classes - 1}."
+        )
+    return x, labels
+
+
+def _hold_out_test(x: np.ndarray, y: np.ndarray, settings: PreprocessSettings):
+    from sklearn.model_selection import train_test_split
+
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=settings.test_fraction, random_state=settings.seed, stratify=y
+    )
+    return x_train, y_train, x_test, y_test

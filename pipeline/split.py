@@ -1,0 +1,76 @@
+"""Split stage: a stratified, seeded train/validation split of the training set, as indices.
+
+Only row indices into `x_train.npy` are written, so the split costs kilobytes and the arrays are
+never copied. The test set is not read here at all. With `folds >= 2`, a fold id per training row
+is written too (stratified K-fold over the whole training set) for cross-validation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import DataError
+from pipeline.io import atomic_dir, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    val_fraction: float = 0.2
+    folds: int = 0
+    seed: int = 42
+
+
+def split(*, prepared_dir: Path, out_dir: Path, settings: SplitSettings) -> dict:
+    """Write `train_idx.npy`, `val_idx.npy` (and `folds.npy`) and `split.json` to `out_dir`."""
+    labels_path = Path(prepared_dir) / "y_train.npy"
+    if not labels_path.is_file():
+        raise DataError(
+            f"{labels_path} does not exist: run the preprocess stage first (`dvc repro`)."
+        )
+    labels = np.load(labels_path)
+    n = len(labels)
+    n_val = int(round(n * settings.val_fraction))
+    classes = np.unique(labels)
+    if n_val < len(classes) or n - n_val < len(classes):
+        raise DataError(
+            f"split.val_fraction={settings.val_fraction} leaves {n_val} validation and "
+            f"{n - n_val} training rows out of {n}; each needs at least one row per class "
+            f"({len(classes)}). Choose a fraction nearer 0.5."
+        )
+    if settings.folds and settings.folds > np.bincount(labels).min():
+        raise DataError(
+            f"split.folds={settings.folds} is more than the rows of the rarest class "
+            f"({np.bincount(labels).min()}); lower it."
+        )
+
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    indices = np.arange(n)
+    train_idx, val_idx = train_test_split(
+        indices, test_size=n_val, random_state=settings.seed, stratify=labels
+    )
+    summary = {
+        "n_train": int(len(train_idx)),
+        "n_val": int(len(val_idx)),
+        "val_fraction": settings.val_fraction,
+        "seed": settings.seed,
+        "folds": settings.folds,
+    }
+    with atomic_dir(out_dir) as staging:
+        np.save(staging / "train_idx.npy", np.sort(train_idx).astype(np.int64))
+        np.save(staging / "val_idx.npy", np.sort(val_idx).astype(np.int64))
+        if settings.folds:
+            fold_of = np.empty(n, dtype=np.int8)
+            splitter = StratifiedKFold(settings.folds, shuffle=True, random_state=settings.seed)
+            for fold, (_, held) in enumerate(splitter.split(indices, labels)):
+                fold_of[held] = fold
+            np.save(staging / "folds.npy", fold_of)
+        atomic_write_json(staging / "split.json", summary)
+    log.info("split: %d train / %d validation rows", len(train_idx), len(val_idx))
+    return summary
