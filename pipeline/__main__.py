@@ -62,7 +62,9 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "preprocess":
         from pipeline.preprocess import PreprocessSettings, preprocess
 
-        settings = PreprocessSettings(seed=params.base.seed, test_fraction=params.data.test_fraction)
+        settings = PreprocessSettings(
+            seed=params.base.seed, test_fraction=params.data.test_fraction
+        )
         preprocess(
             spec,
             raw_dir=paths.raw_dir(spec.name),

@@ -97,7 +97,7 @@ def read_idx_dataset(directory: Path) -> Arrays:
 
 
 def read_digits_csv(directory: Path) -> Arrays:
-    """scikit-learn's bundled `digits.csv.gz`: 64 pixel columns (0–16) and the label, no test set."""
+    """scikit-learn's bundled `digits.csv.gz`: 64 pixel columns (0–16) and a label; no test set."""
     path = directory / "digits.csv.gz"
     try:
         with open_payload(path) as stream:
@@ -172,8 +172,7 @@ MNIST = DatasetSpec(
     reader=read_idx_dataset,
     class_names=tuple(str(digit) for digit in range(10)),
     how_to_get=(
-        "copy the four MNIST IDX files into a directory and list it in params.yaml "
-        "`data.mirrors`"
+        "copy the four MNIST IDX files into a directory and list it in params.yaml `data.mirrors`"
     ),
 )
 
@@ -181,7 +180,9 @@ DIGITS = DatasetSpec(
     name="digits",
     kind="images",
     files=(
-        FileSpec("digits.csv.gz", "6ebb3d2fee246a4e99363262ddf8a00a3c41bee6014c373ed9d9216ba7f651b8"),
+        FileSpec(
+            "digits.csv.gz", "6ebb3d2fee246a4e99363262ddf8a00a3c41bee6014c373ed9d9216ba7f651b8"
+        ),
     ),
     sources=(_sklearn_data_dir(),),
     reader=read_digits_csv,

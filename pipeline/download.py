@@ -97,7 +97,11 @@ def _pool(settings: DownloadSettings) -> urllib3.PoolManager:
 
 
 def _fetch_file(
-    file: FileSpec, sources: Sequence[str], target: Path, http: urllib3.PoolManager, spec: DatasetSpec
+    file: FileSpec,
+    sources: Sequence[str],
+    target: Path,
+    http: urllib3.PoolManager,
+    spec: DatasetSpec,
 ) -> None:
     failures: list[str] = []
     for source in sources:

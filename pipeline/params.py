@@ -166,9 +166,9 @@ class Params(StrictModel):
     data: DataParams
     split: SplitParams = SplitParams()
     runtime: RuntimeParams = RuntimeParams()
-    experiments: dict[
-        Annotated[str, Field(pattern=EXPERIMENT_NAME_PATTERN)], Experiment
-    ] = Field(default_factory=dict)
+    experiments: dict[Annotated[str, Field(pattern=EXPERIMENT_NAME_PATTERN)], Experiment] = Field(
+        default_factory=dict
+    )
 
     @model_validator(mode="after")
     def _experiments_use_listed_datasets(self) -> Params:
@@ -233,9 +233,9 @@ def parse_params(raw: Any, *, source: str = "params.yaml") -> Params:
 
 def _key_path(loc: tuple) -> str:
     parts: list[str] = []
-    for index, part in enumerate(loc):
+    for part in loc:
         # Discriminated unions add the tag to the location: experiments.x.model.mlp.units.
-        if parts and parts[-1] == "model" and part in MODEL_NAMES and index < len(loc) - 1:
+        if parts and parts[-1] == "model" and part in MODEL_NAMES:
             continue
         if part == "[key]":
             continue
@@ -254,9 +254,7 @@ def _describe(error: dict) -> str:
         if close:
             hint = f" (did you mean {close[0]!r}?)"
         where = _key_path(loc[:-1]) or "the top level"
-        return (
-            f"{key}: unknown key{hint}; allowed keys under {where}: {', '.join(allowed)}"
-        )
+        return f"{key}: unknown key{hint}; allowed keys under {where}: {', '.join(allowed)}"
     if kind == "missing":
         return f"{key}: required key is missing"
     if kind == "union_tag_invalid":
@@ -270,6 +268,10 @@ def _describe(error: dict) -> str:
         message = message[len("Value error, ") :]
     if "[key]" in loc:
         return f"{key}: name {error['input']!r} {message.lower()} (letters, digits, underscores)"
+    if not key:  # a check across sections: its message names the keys
+        return message
+    if isinstance(error["input"], dict):  # a check across a section's keys: name the section
+        return f"{key}: {message}"
     return f"{key} = {error['input']!r}: {message}"
 
 

@@ -1,0 +1,87 @@
+"""Keras callbacks for resumable training: history, atomic best checkpoint, early stopping.
+
+Imported only by the Keras path of the train stage (it imports Keras).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import keras
+
+from pipeline.io import atomic_write_json
+
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def mode_for(monitor: str) -> str:
+    return "max" if "accuracy" in monitor else "min"
+
+
+class HistoryLog(keras.callbacks.Callback):
+    """Record each epoch's train/validation figures in the resumable state."""
+
+    def __init__(self, state):
+        super().__init__()
+        self.state = state
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        row = {"epoch": epoch + 1, **{key: float(logs[key]) for key in HISTORY_KEYS if key in logs}}
+        self.state.epoch_done(row)
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Keep the best epoch by `monitor`, written atomically, with the best value persisted.
+
+    Keras' `ModelCheckpoint` writes in place and forgets the best value after a resume; this one
+    writes `best.keras` under a temporary name and renames it, and starts from the value stored
+    beside it, so an interrupted run never replaces its best model with a worse one.
+    """
+
+    def __init__(self, state, monitor: str):
+        super().__init__()
+        self.state = state
+        self.monitor = monitor
+        self.mode = mode_for(monitor)
+
+    def _better(self, value: float, best: dict | None) -> bool:
+        if not math.isfinite(value):
+            return False
+        if best is None:
+            return True
+        return value < best["value"] if self.mode == "min" else value > best["value"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = float((logs or {}).get(self.monitor, float("nan")))
+        if self._better(value, self.state.best()):
+            tmp = self.state.best_model_path.with_name(".best.tmp.keras")
+            self.model.save(tmp)
+            os.replace(tmp, self.state.best_model_path)
+            atomic_write_json(
+                self.state.best_path, {"epoch": epoch + 1, "value": value, "monitor": self.monitor}
+            )
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """`EarlyStopping` that, after a resume, counts patience from the run's best epoch.
+
+    The best weights are kept by `BestCheckpoint` on disk, so nothing is restored in memory.
+    """
+
+    def __init__(self, *, best: dict | None, **kwargs):
+        super().__init__(restore_best_weights=False, **kwargs)
+        self._resume_best = best
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._resume_best is not None:
+            self.best = self._resume_best["value"]
+            self.best_epoch = self._resume_best["epoch"] - 1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._resume_best is not None:
+            # Epochs finished since the best one count against patience.
+            self.wait = max(0, epoch - self._resume_best["epoch"])
+            self._resume_best = None
