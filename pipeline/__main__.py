@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser(stage, help=f"{stage} stage for one dataset").add_argument("dataset")
     sub.add_parser("train", help="train one experiment").add_argument("experiment")
     sub.add_parser("check", help="validate params.yaml and exit")
+    _accept_params_after_subcommand(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -33,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     except AtelierError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _accept_params_after_subcommand(sub) -> None:
+    """Let `--params FILE` follow the subcommand too (`python -m pipeline check --params F`)."""
+    for subparser in sub.choices.values():
+        if not any("--params" in action.option_strings for action in subparser._actions):
+            subparser.add_argument("--params", type=Path, default=argparse.SUPPRESS)
 
 
 def _run(args: argparse.Namespace) -> int:
