@@ -26,7 +26,8 @@ ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVE
 TEST_ACCURACY = """
 import json, numpy as np, keras
 model = keras.saving.load_model("models/fashion_mlp/best.keras", safe_mode=True)
-x, y = np.load("data/prepared/fashion_mnist/x_test.npy"), np.load("data/prepared/fashion_mnist/y_test.npy")
+x = np.load("data/prepared/fashion_mnist/x_test.npy")
+y = np.load("data/prepared/fashion_mnist/y_test.npy")
 print(json.dumps({"test_accuracy": float((model.predict(x, verbose=0).argmax(1) == y).mean())}))
 """
 
@@ -53,7 +54,7 @@ def main() -> None:
         _, out = timed([sys.executable, "-c", TEST_ACCURACY])
         pipe_acc.append(json.loads(out.strip().splitlines()[-1])["test_accuracy"])
     best_seed, best_pipe = min(seed_times), min(pipe_times)
-    print("| run | wall time (best of %d) | test accuracy |" % args.repeats)
+    print(f"| run | wall time (best of {args.repeats}) | test accuracy |")
     print("|---|---|---|")
     print(f"| seed 000 script | {best_seed:.1f} s | {max(seed_acc):.4f} |")
     print(f"| `dvc repro train@fashion_mlp` | {best_pipe:.1f} s | {max(pipe_acc):.4f} |")

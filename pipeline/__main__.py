@@ -8,6 +8,7 @@ the process exits with status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -26,6 +27,18 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser(stage, help=f"{stage} stage for one dataset").add_argument("dataset")
     sub.add_parser("train", help="train one experiment").add_argument("experiment")
     sub.add_parser("check", help="validate params.yaml and exit")
+    sub.add_parser("evaluate", help="score one experiment on the test set").add_argument(
+        "experiment"
+    )
+    sub.add_parser("report", help="write reports/report.md across all experiments")
+    diff = sub.add_parser("diff", help="Markdown of param and metric changes since a git revision")
+    diff.add_argument("base_rev", metavar="base-rev", help="git revision to compare with")
+    diff.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    diff.add_argument("--plots-url", help="link to the rendered `dvc plots diff` (e.g. a CI run)")
+    sub.add_parser("select", help="copy a dataset's best experiment to its champion").add_argument(
+        "dataset"
+    )
+    _add_registry_parser(sub)
     _accept_params_after_subcommand(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -34,6 +47,32 @@ def main(argv: list[str] | None = None) -> int:
     except AtelierError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _add_registry_parser(sub) -> None:
+    """`registry register|promote|release|rollback|show|get`: see pipeline/registry.py."""
+    registry = sub.add_parser("registry", help="version, promote and fetch champions (GTO)")
+    commands = registry.add_subparsers(dest="registry_command", required=True)
+    commands.add_parser("register", help="register the champion at HEAD").add_argument("artifact")
+    promote = commands.add_parser("promote", help="assign a stage if the rules pass")
+    promote.add_argument("artifact")
+    promote.add_argument("--to", required=True, choices=("staging", "prod"), dest="stage")
+    promote.add_argument("--version", help="default: the latest version")
+    promote.add_argument("--force", action="store_true", help="promote despite failed rules")
+    release = commands.add_parser("release", help="register, then promote as far as rules allow")
+    release.add_argument("artifact")
+    rollback = commands.add_parser("rollback", help="give a stage back to its previous holder")
+    rollback.add_argument("artifact")
+    rollback.add_argument("--stage", required=True, choices=("staging", "prod"))
+    show = commands.add_parser("show", help="versions, stages and metrics")
+    show.add_argument("artifact", nargs="?")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    get = commands.add_parser("get", help="write a version's model file and card.json")
+    get.add_argument("artifact")
+    which = get.add_mutually_exclusive_group(required=True)
+    which.add_argument("--stage", choices=("staging", "prod"))
+    which.add_argument("--version")
+    get.add_argument("-o", "--output", type=Path, required=True, help="directory to write to")
 
 
 def _accept_params_after_subcommand(sub) -> None:
@@ -94,6 +133,59 @@ def _run(args: argparse.Namespace) -> int:
         from pipeline.train import train_experiment
 
         train_experiment(params, args.experiment, root=Path("."))
+    elif args.command == "evaluate":
+        from pipeline.evaluate import evaluate_experiment
+
+        evaluate_experiment(params, args.experiment, root=Path("."))
+    elif args.command == "report":
+        from pipeline.report import build_report
+
+        build_report(params, root=Path("."))
+    elif args.command == "diff":
+        from pipeline.diff import write_diff
+
+        write_diff(
+            args.base_rev,
+            root=Path("."),
+            output=args.output,
+            plots_url=args.plots_url,
+            experiments=list(params.experiments),
+        )
+    elif args.command == "select":
+        from pipeline.select import select
+
+        spec = get_dataset(args.dataset)
+        select(params, spec.name, root=Path("."))
+    elif args.command == "registry":
+        return _run_registry(args, params)
+    return 0
+
+
+def _run_registry(args: argparse.Namespace, params) -> int:
+    from pipeline import registry as reg
+
+    registry = reg.Registry(Path("."), params)
+    command = args.registry_command
+    if command == "register":
+        version = registry.register(args.artifact)
+        print(f"Registered {version.artifact} {version.version} at {version.commit[:7]}")
+    elif command == "promote":
+        # A refusal is a PromotionRefused whose message lists every rule with its figure.
+        promotion = registry.promote(
+            args.artifact, args.stage, version=args.version, force=args.force
+        )
+        print(reg.format_promotion(promotion))
+    elif command == "release":
+        print(reg.format_release(registry.release(args.artifact)))
+    elif command == "rollback":
+        done = registry.rollback(args.artifact, args.stage)
+        print(f"{done.artifact} {done.stage}: {done.from_version} -> {done.to_version}")
+    elif command == "show":
+        state = registry.show(args.artifact)
+        print(json.dumps(state, indent=2) if args.json else reg.format_show(state))
+    elif command == "get":
+        path = registry.get(args.artifact, args.output, stage=args.stage, version=args.version)
+        print(path)
     return 0
 
 

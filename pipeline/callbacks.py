@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import keras
 
@@ -62,6 +63,26 @@ class BestCheckpoint(keras.callbacks.Callback):
             atomic_write_json(
                 self.state.best_path, {"epoch": epoch + 1, "value": value, "monitor": self.monitor}
             )
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` whose files are written under a temporary name, then renamed.
+
+    Keras rewrites the backup's weights and `training_metadata.json` in place, so a run killed
+    during that write leaves a file the next run cannot load, and it fails instead of resuming.
+    Here each file is whole or absent. The weights are renamed into place before the metadata,
+    so a kill between the two renames at worst trains one epoch again.
+    """
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        partial = os.path.join(self.backup_dir, ".partial.weights.h5")
+        self.model.save_weights(partial, overwrite=True)
+        os.replace(partial, self._weights_path)
+        atomic_write_json(
+            Path(self._training_metadata_path),
+            {"epoch": self._current_epoch, "batch": self._last_batch_seen},
+        )
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):

@@ -161,6 +161,56 @@ class Experiment(StrictModel):
         return self.model.name != "sgd_logistic"
 
 
+# --- the model registry -------------------------------------------------------------------------
+
+# GTO's and DVC's rule for artifact names (lower case, digits, dashes).
+ARTIFACT_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+RegistryStage = Literal["staging", "prod"]
+
+
+class RegistryParams(StrictModel):
+    """Which checkpoint is a dataset's champion, and what a version must show to be promoted.
+
+    A metric whose name ends in `loss` or `error` is better when lower; every other metric is
+    better when higher. Thresholds under `stages` are minimums (maximums for loss-like metrics).
+    """
+
+    metric: Annotated[str, Field(min_length=1)] = Field(
+        "test_accuracy", description="Key of metrics/<experiment>.json that ranks experiments."
+    )
+    min_improvement: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="How much a version must beat the current holder of a stage by."
+    )
+    require_beat_baseline: bool = Field(
+        True, description="A version must beat the best sgd_logistic experiment on its dataset."
+    )
+    stages: dict[RegistryStage, dict[str, float]] = Field(
+        default_factory=dict, description="Per stage: {metric: threshold}."
+    )
+    artifacts: dict[str, Annotated[str, Field(pattern=ARTIFACT_NAME_PATTERN)]] = Field(
+        default_factory=dict,
+        description="Registry name of each dataset's champion; default <dataset>-classifier.",
+    )
+
+    @field_validator("artifacts")
+    @classmethod
+    def _known_datasets_unique_names(cls, artifacts: dict[str, str]) -> dict[str, str]:
+        for dataset in artifacts:
+            _check_dataset_name(dataset)
+        names = list(artifacts.values())
+        if len(set(names)) != len(names):
+            raise ValueError(f"gives two datasets the same artifact name: {artifacts}")
+        return artifacts
+
+    def artifact_name(self, dataset: str) -> str:
+        """The registry name of `dataset`'s champion (e.g. `fashion-mnist-classifier`)."""
+        return self.artifacts.get(dataset, dataset.replace("_", "-") + "-classifier")
+
+    def lower_is_better(self, metric: str | None = None) -> bool:
+        name = (metric or self.metric).lower()
+        return name.endswith("loss") or name.endswith("error")
+
+
 class Params(StrictModel):
     base: BaseParams = BaseParams()
     data: DataParams
@@ -169,6 +219,7 @@ class Params(StrictModel):
     experiments: dict[Annotated[str, Field(pattern=EXPERIMENT_NAME_PATTERN)], Experiment] = Field(
         default_factory=dict
     )
+    registry: RegistryParams = RegistryParams()
 
     @model_validator(mode="after")
     def _experiments_use_listed_datasets(self) -> Params:

@@ -207,15 +207,12 @@ def train_keras(
             f"experiments.{name}.batch_size = {experiment.batch_size} is larger than the "
             f"training set ({len(data.y_train)} rows of {experiment.dataset!r}): lower it."
         )
-    import keras
     import tensorflow as tf
 
     from pipeline.models import InputSpec, build_model
 
     device = configure_device(runtime)
     _seed_everything(seed, runtime.deterministic)
-    state = _ResumeState(checkpoint_dir, _fingerprint(experiment, seed, data))
-    resuming = state.start()
 
     spec = InputSpec(
         shape=tuple(data.x_train.shape[1:]),
@@ -233,11 +230,19 @@ def train_keras(
             metrics=["accuracy"],
             steps_per_execution=runtime.steps_per_execution,
         )
+    # Only once the model is known to fit the data: a refused model leaves no resume state.
+    state = _ResumeState(checkpoint_dir, _fingerprint(experiment, seed, data))
+    resuming = state.start()
 
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
-    from pipeline.callbacks import BestCheckpoint, HistoryLog, ResumableEarlyStopping
+    from pipeline.callbacks import (
+        AtomicBackupAndRestore,
+        BestCheckpoint,
+        HistoryLog,
+        ResumableEarlyStopping,
+    )
 
     best = state.best()
     # Order matters: the epoch's figures and best checkpoint are on disk before the backup
@@ -255,21 +260,17 @@ def train_keras(
                 mode="max" if "accuracy" in experiment.monitor else "min",
             )
         )
-    callbacks.append(
-        keras.callbacks.BackupAndRestore(str(state.backup_dir), delete_checkpoint=False)
-    )
+    callbacks.append(AtomicBackupAndRestore(str(state.backup_dir), delete_checkpoint=False))
     with Live(
         dir=str(state.live_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None, report=None
     ) as live:
         callbacks.insert(0, DVCLiveCallback(live=live))
+        train_batches, val_batches = make_datasets(data, experiment.batch_size, seed)
         model.fit(
-            data.x_train,
-            data.y_train,
-            batch_size=experiment.batch_size,
+            train_batches,
             epochs=experiment.epochs,
-            validation_data=(data.x_val, data.y_val),
+            validation_data=val_batches,
             callbacks=callbacks,
-            shuffle=True,
             verbose=2,
         )
     elapsed = state.train_time_s()
@@ -318,6 +319,37 @@ def train_keras(
         elapsed,
     )
     return summary
+
+
+def make_datasets(data: TrainData, batch_size: int, seed: int):
+    """Training batches reshuffled every epoch, and validation batches, as `tf.data` pipelines.
+
+    The arrays become two constant tensors once; each epoch shuffles only row indices and
+    gathers whole batches (one op per batch, not per image), so the input pipeline costs little
+    next to the training step. Images stay `uint8` until the model's scaling layer.
+    """
+    import tensorflow as tf
+
+    images, labels = tf.constant(data.x_train), tf.constant(data.y_train)
+    rows = len(data.y_train)
+    train = (
+        tf.data.Dataset.range(rows)
+        .shuffle(rows, seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .map(
+            lambda index: (tf.gather(images, index), tf.gather(labels, index)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    # Validation scores are independent of the batch size: use large batches.
+    val = (
+        tf.data.Dataset.from_tensor_slices((data.x_val, data.y_val))
+        .batch(max(batch_size, 1024))
+        .cache()
+    )
+    return train, val
 
 
 def _last_epoch(model) -> int:

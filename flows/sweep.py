@@ -1,0 +1,284 @@
+"""The `sweep` flow: a grid of param overrides, each point a DVC experiment, run in parallel.
+
+Each point is `dvc exp run --temp -n <name> -S key=value ... train@<exp> evaluate@<exp>`: DVC
+runs it in its own temporary workspace and records it as an experiment (a git ref), so points
+do not share a working tree and `dvc exp show` / `dvc exp apply` work on the results as on any
+other experiment. Points run on a Prefect thread-pool task runner with `max_parallel` slots;
+to spread a larger grid over machines, run one `sweep` per worker on part of the grid.
+
+    python -m flows.sweep -e digits_sgd -g experiments.digits_sgd.model.max_iter=5,10,20 -j 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.common import (
+    DvcCommandError,
+    list_stages,
+    load_params_with,
+    parse_override_value,
+    run_command,
+    tool_env,
+)
+from pipeline import paths
+from pipeline.errors import AtelierError, ParamsError
+
+LOWER_IS_BETTER = ("loss", "error")
+LOCK_RETRIES = 3
+
+
+def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, in the order the keys and values are given."""
+    if not grid:
+        raise ParamsError("The sweep grid is empty: give at least one key with a list of values.")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ParamsError(f"Sweep grid key {key!r} needs a non-empty list of values.")
+    keys = list(grid)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
+def validate_grid(root: Path, grid: dict[str, list[Any]], experiment: str) -> list[dict[str, Any]]:
+    """Every point of `grid`, each checked by the pipeline's schema before any runs.
+
+    Raises:
+        ParamsError: naming the point's key that makes params.yaml invalid, or an unknown
+            experiment.
+    """
+    combos = expand_grid(grid)
+    for combo in combos:
+        parsed = {key: parse_override_value(key, value) for key, value in combo.items()}
+        load_params_with(root, parsed).experiment(experiment)
+    return combos
+
+
+def _set_arg(raw: dict, key: str, value: Any) -> str:
+    """One `-S` argument; `++` adds a key that params.yaml leaves to the schema's default."""
+    node: Any = raw
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    prefix = "" if node is not None else "++"
+    text = value if isinstance(value, str) else json.dumps(value)
+    return f"{prefix}{key}={text}"
+
+
+def _locked(task, task_run, state) -> bool:
+    """Retry a point only when DVC's repository lock was busy (points start at the same time)."""
+    try:
+        state.result()
+    except DvcCommandError as exc:
+        return "Unable to acquire lock" in exc.output
+    except Exception:  # noqa: BLE001 - any other failure is the point's own
+        return False
+    return False
+
+
+@task(
+    task_run_name="point-{name}",
+    retries=LOCK_RETRIES,
+    retry_delay_seconds=[1, 2, 4],
+    retry_condition_fn=_locked,
+    cache_policy=NO_CACHE,
+)
+def run_point(root: Path, name: str, set_args: list[str], targets: list[str]) -> dict[str, Any]:
+    """Run one grid point as a DVC experiment in a temporary workspace; time it."""
+    started = time.time()
+    run_command(
+        ["dvc", "exp", "run", "--temp", "-n", name, *(a for s in set_args for a in ("-S", s)),
+         *targets],
+        root,
+        get_run_logger(),
+    )  # fmt: skip
+    return {"name": name, "started": started, "finished": time.time()}
+
+
+def experiment_results(root: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """`dvc exp show --json` for the named experiments: their rev, params and metrics."""
+    command = [sys.executable, "-m", "dvc", "exp", "show", "--json", "--no-fetch"]
+    result = subprocess.run(
+        command, cwd=root, env=tool_env(), capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise DvcCommandError(["dvc", *command[3:]], result.returncode, result.stderr)
+    found: dict[str, dict[str, Any]] = {}
+    for baseline in json.loads(result.stdout):
+        for experiment in baseline.get("experiments") or []:
+            for rev in experiment.get("revs") or []:
+                if rev.get("name") in names and rev.get("data"):
+                    data = rev["data"]
+                    found[rev["name"]] = {
+                        "rev": rev["rev"],
+                        "params": (data.get("params") or {}).get("params.yaml", {}).get("data", {}),
+                        "metrics": {
+                            path: entry.get("data", {})
+                            for path, entry in (data.get("metrics") or {}).items()
+                        },
+                    }
+    return found
+
+
+def _dotted(data: dict, key: str) -> Any:
+    node: Any = data
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def sweep_leaderboard(
+    results: dict[str, dict[str, Any]],
+    points: list[tuple[str, dict[str, Any]]],
+    experiment: str,
+    metric: str,
+) -> list[dict[str, Any]]:
+    """One row per point, best `metric` first (lowest first for losses and errors)."""
+    metrics_file = str(paths.METRICS_DIR / f"{experiment}.json")
+    rows = []
+    for name, overrides in points:
+        result = results.get(name, {})
+        figures = result.get("metrics", {}).get(metrics_file, {})
+        row: dict[str, Any] = {"experiment": name, "rev": result.get("rev", "")[:7]}
+        for key in overrides:
+            row[key] = _dotted(result.get("params", {}), key)
+        for column in dict.fromkeys([metric, "test_accuracy", "macro_f1", "train_time_s"]):
+            row[column] = figures.get(column)
+        rows.append(row)
+    lower = metric.endswith(LOWER_IS_BETTER)
+    missing = float("inf") if lower else float("-inf")
+
+    def rank(row: dict[str, Any]) -> float:
+        value = row[metric] if row[metric] is not None else missing
+        return value if lower else -value
+
+    return sorted(rows, key=rank)
+
+
+@flow(name="sweep", log_prints=True)
+def sweep(
+    grid: dict[str, list[Any]],
+    experiment: str,
+    metric: str = "test_accuracy",
+    max_parallel: int = 2,
+    apply_best: bool = False,
+    project_dir: str = ".",
+) -> dict[str, Any]:
+    """Run every point of `grid` as a DVC experiment of `experiment`, `max_parallel` at a time.
+
+    Args:
+        grid: `{"experiments.digits_mlp.learning_rate": [0.001, 0.01], ...}`; keys are
+            params.yaml keys as `dvc exp run -S` takes them, values the settings to try.
+        experiment: the experiment whose stages each point runs (`train@`, `evaluate@`).
+        metric: the key of `metrics/<experiment>.json` that ranks the points.
+        max_parallel: points running at once (each is a process; keep it at most the cores or
+            GPUs the worker has).
+        apply_best: `dvc exp apply` the winner to the workspace.
+        project_dir: the project root.
+
+    Returns:
+        `{"points": [{name, started, finished}], "leaderboard": rows, "applied": name or None}`.
+
+    Raises:
+        ParamsError: before any point runs, when a point's params are invalid.
+    """
+    logger = get_run_logger()
+    if max_parallel < 1:
+        raise ParamsError(f"max_parallel is {max_parallel}; it must be at least 1.")
+    root = Path(project_dir).resolve()
+    raw = yaml.safe_load((root / paths.PARAMS_FILE).read_text())
+    combos = validate_grid(root, grid, experiment)
+    targets = [name for name in list_stages(root) if name.partition("@")[2] == experiment]
+
+    from prefect.runtime import flow_run
+
+    prefix = f"{experiment}-{flow_run.name or 'sweep'}"
+    points = [(f"{prefix}-{index}", combo) for index, combo in enumerate(combos, start=1)]
+    logger.info("%d point(s), %d at a time: %s", len(points), max_parallel, ", ".join(targets))
+    with ThreadPoolTaskRunner(max_workers=max_parallel) as runner:
+        futures = [
+            runner.submit(
+                run_point,
+                {
+                    "root": root,
+                    "name": name,
+                    "set_args": [_set_arg(raw, key, value) for key, value in combo.items()],
+                    "targets": targets,
+                },
+            )
+            for name, combo in points
+        ]
+        timings = [future.result() for future in futures]
+    rows = sweep_leaderboard(
+        experiment_results(root, [n for n, _ in points]), points, experiment, metric
+    )
+    create_table_artifact(
+        key="sweep-leaderboard",
+        table=rows,
+        description=f"Sweep of {experiment}, best {metric} first (from `dvc exp show`).",
+    )
+    applied = None
+    if apply_best and rows and rows[0][metric] is not None:
+        applied = rows[0]["experiment"]
+        run_command(["dvc", "exp", "apply", applied], root, logger)
+    return {"points": timings, "leaderboard": rows, "applied": applied}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.sweep", description=__doc__)
+    parser.add_argument("-e", "--experiment", required=True)
+    parser.add_argument(
+        "-g", "--grid", action="append", required=True, help="key=v1,v2,... (repeatable)"
+    )
+    parser.add_argument("-m", "--metric", default="test_accuracy")
+    parser.add_argument("-j", "--max-parallel", type=int, default=2)
+    parser.add_argument("--apply-best", action="store_true")
+    parser.add_argument("--project-dir", default=".")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    grid: dict[str, list[Any]] = {}
+    for item in args.grid:
+        key, _, values = item.partition("=")
+        grid[key.strip()] = [value for value in values.split(",") if value]
+    try:
+        validate_grid(Path(args.project_dir), grid, args.experiment)
+        summary = sweep(
+            grid=grid,
+            experiment=args.experiment,
+            metric=args.metric,
+            max_parallel=args.max_parallel,
+            apply_best=args.apply_best,
+            project_dir=args.project_dir,
+        )
+    except AtelierError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(_table(summary["leaderboard"]))
+    if summary["applied"]:
+        print(f"Applied {summary['applied']} to the workspace (dvc exp apply).")
+    return 0
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "No results."
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,377 @@
+"""`python -m pipeline diff <base-rev>`: one Markdown body for a pull request's metrics comment.
+
+It compares the workspace (the pull request after `dvc repro`) with a git revision (its base):
+
+- the params that changed, from `dvc params diff <base-rev> --json`;
+- per experiment a table of old, new and delta for every numeric metric in
+  `metrics/<experiment>.json`, `test_accuracy` first, with an arrow for the direction of the
+  change and a mark for better/worse; experiments without metrics at the base are flagged new,
+  those gone from the workspace are listed as removed;
+- where to see the plot diff (`dvc plots diff <base-rev>`, or a link passed by CI).
+
+Metrics are read with `git show <rev>:metrics/<experiment>.json`: they are committed to git
+(`cache: false`), so no DVC remote is needed. The body starts with a hidden marker
+(`COMMENT_MARKER`) by which CI finds and updates its one comment instead of adding another.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import paths
+from pipeline.errors import AtelierError
+
+log = logging.getLogger(__name__)
+
+COMMENT_MARKER = "<!-- atelier-metrics -->"
+# Shown first, in this order; the other numeric keys follow in a collapsed section.
+HEADLINE = (
+    "test_accuracy",
+    "macro_f1",
+    "test_loss",
+    "weighted_f1",
+    "macro_precision",
+    "macro_recall",
+    "val_accuracy",
+    "val_loss",
+    "cv_mean",
+    "train_time_s",
+    "params_count",
+)
+NEUTRAL = ("params_count", "epochs_run", "best_epoch")
+TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class ExperimentDiff:
+    name: str
+    old: dict | None  # None: no metrics at the base revision
+    new: dict | None  # None: no metrics in the workspace
+
+
+# --- git and DVC --------------------------------------------------------------------------------
+
+
+def _run(command: list[str], root: Path) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise AtelierError(
+            f"`{command[0]}` is not installed or not on PATH; the diff needs git and DVC."
+        ) from None
+
+
+def resolve_revision(base_rev: str, root: Path) -> str:
+    """The full commit id of `base_rev`, or an `AtelierError` that says how to get it."""
+    inside = _run(["git", "rev-parse", "--is-inside-work-tree"], root)
+    if inside.returncode != 0:
+        raise AtelierError(f"{root.resolve()} is not inside a git repository: run the diff there.")
+    found = _run(["git", "rev-parse", "--verify", "--quiet", f"{base_rev}^{{commit}}"], root)
+    if found.returncode != 0 or not found.stdout.strip():
+        raise AtelierError(
+            f"Base revision {base_rev!r} does not exist in this repository. Pass a branch, tag or "
+            f"commit that `git rev-parse` knows; in a shallow CI checkout fetch it first "
+            f"(`git fetch origin {base_rev}`, or check out with fetch-depth: 0)."
+        )
+    return found.stdout.strip()
+
+
+def params_diff(base_commit: str, root: Path) -> dict[str, dict[str, dict]]:
+    """`dvc params diff <base> --json`: {file: {key: {"old": ..., "new": ...}}}."""
+    command = [sys.executable, "-m", "dvc", "params", "diff", base_commit, "--json"]
+    result = _run(command, root)
+    if result.returncode != 0:
+        raise AtelierError(
+            f"`dvc params diff {base_commit[:12]}` failed: "
+            f"{(result.stderr or result.stdout).strip()}"
+        )
+    text = result.stdout.strip()
+    return json.loads(text) if text else {}
+
+
+def metrics_at(commit: str, root: Path) -> dict[str, dict]:
+    """{experiment: metrics} as committed at `commit` (empty when it has no metrics/)."""
+    folder = paths.METRICS_DIR.as_posix()
+    listing = _run(["git", "ls-tree", "--name-only", f"{commit}:./{folder}"], root)
+    if listing.returncode != 0:
+        return {}
+    found = {}
+    for name in listing.stdout.split():
+        if not name.endswith(".json"):
+            continue
+        shown = _run(["git", "show", f"{commit}:./{folder}/{name}"], root)
+        if shown.returncode == 0:
+            found[name.removesuffix(".json")] = json.loads(shown.stdout)
+    return found
+
+
+def metrics_in_workspace(root: Path, experiments: list[str] | None) -> dict[str, dict]:
+    """{experiment: metrics} of the workspace, limited to `experiments` when given."""
+    folder = root / paths.METRICS_DIR
+    found = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if experiments is None or path.stem in experiments:
+            found[path.stem] = json.loads(path.read_text())
+    return found
+
+
+# --- Markdown -----------------------------------------------------------------------------------
+
+
+def _better(key: str, delta: float) -> bool | None:
+    """Whether a change of `delta` in `key` is an improvement; None for neutral counts."""
+    if key in NEUTRAL:
+        return None
+    if "loss" in key or key in ("train_time_s", "cv_std"):
+        return delta < 0
+    return delta > 0
+
+
+def _format(key: str, value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"`{value}`"
+    if key in NEUTRAL or (isinstance(value, int) and not isinstance(value, bool)):
+        return f"{int(value):,}"
+    if key == "train_time_s":
+        return f"{value:.1f}"
+    return f"{value:.4f}"
+
+
+def _delta(key: str, old, new) -> str:
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (old, new)):
+        return "" if old == new else "changed"
+    delta = new - old
+    if abs(delta) <= TOLERANCE:
+        return "="
+    arrow = "↑" if delta > 0 else "↓"
+    if key in NEUTRAL:
+        text = f"{delta:+,}" if isinstance(delta, int) else f"{delta:+.4f}"
+        return f"{text} {arrow}"
+    text = f"{delta:+.1f}" if key == "train_time_s" else f"{delta:+.4f}"
+    better = _better(key, delta)
+    mark = "" if better is None else (" 🟢" if better else " 🔴")
+    return f"{text} {arrow}{mark}"
+
+
+def _ordered_keys(old: dict, new: dict) -> tuple[list[str], list[str]]:
+    """(headline keys, other numeric keys) present on either side."""
+    numeric = {
+        key
+        for side in (old, new)
+        for key, value in side.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    headline = [key for key in HEADLINE if key in numeric]
+    rest = sorted(numeric - set(headline))
+    return headline, rest
+
+
+def _table(keys: list[str], old: dict, new: dict, base_label: str) -> list[str]:
+    rows = [f"| metric | {base_label} | this revision | Δ |", "|---|--:|--:|--:|"]
+    for key in keys:
+        rows.append(
+            f"| {key} | {_format(key, old.get(key))} | {_format(key, new.get(key))} "
+            f"| {_delta(key, old.get(key), new.get(key))} |"
+        )
+    return rows
+
+
+def _experiment_block(diff: ExperimentDiff, base_label: str) -> list[str]:
+    if diff.new is None:
+        return [f"#### `{diff.name}` — removed", "", f"It had metrics at {base_label} only.", ""]
+    new = diff.new
+    about = f"`{new.get('model', '?')}` on `{new.get('dataset', '?')}`"
+    if diff.old is None:
+        headline, rest = _ordered_keys({}, new)
+        lines = [
+            f"#### `{diff.name}` — 🆕 new in this revision ({about})",
+            "",
+            f"No metrics at {base_label}; its figures now:",
+            "",
+            "| metric | value |",
+            "|---|--:|",
+            *[f"| {key} | {_format(key, new[key])} |" for key in headline],
+            "",
+        ]
+        return lines
+    headline, rest = _ordered_keys(diff.old, new)
+    accuracy = new.get("test_accuracy")
+    change = _delta("test_accuracy", diff.old.get("test_accuracy"), accuracy)
+    lines = [
+        f"#### `{diff.name}` ({about}): test_accuracy {_format('test_accuracy', accuracy)} "
+        f"({change or 'n/a'})",
+        "",
+        *_table(headline, diff.old, new, base_label),
+        "",
+    ]
+    changed_text = [
+        key
+        for key in sorted(set(diff.old) | set(new))
+        if not isinstance(new.get(key, diff.old.get(key)), int | float)
+        and diff.old.get(key) != new.get(key)
+    ]
+    if changed_text:
+        lines += [
+            "Changed: "
+            + ", ".join(f"{key} `{diff.old.get(key)}` → `{new.get(key)}`" for key in changed_text),
+            "",
+        ]
+    if rest:
+        lines += [
+            "<details><summary>All other metrics (per class, epochs, spread)</summary>",
+            "",
+            *_table(rest, diff.old, new, base_label),
+            "",
+            "</details>",
+            "",
+        ]
+    return lines
+
+
+def _params_block(changes: dict[str, dict[str, dict]], base_label: str) -> list[str]:
+    rows = [
+        (file, key, change.get("old"), change.get("new"))
+        for file, keys in sorted(changes.items())
+        for key, change in sorted(keys.items())
+    ]
+    if not rows:
+        return [f"No params changed since {base_label}.", ""]
+    lines = ["| param | " + base_label + " | this revision |", "|---|---|---|"]
+    for file, key, old, new in rows:
+        name = key if file == "params.yaml" else f"{file}: {key}"
+        lines.append(f"| `{name}` | {_param_value(old)} | {_param_value(new)} |")
+    return [*lines, ""]
+
+
+def _param_value(value) -> str:
+    if value is None:
+        return "—"
+    text = json.dumps(value) if isinstance(value, dict | list) else str(value)
+    return f"`{text}`".replace("|", "\\|")
+
+
+def render_markdown(
+    *,
+    base_rev: str,
+    base_commit: str,
+    params_changes: dict,
+    old_metrics: dict[str, dict],
+    new_metrics: dict[str, dict],
+    plots_url: str | None = None,
+    not_evaluated: list[str] | None = None,
+) -> str:
+    """The comment body; pure function of its inputs (tested directly and through the CLI)."""
+    base_label = f"`{base_rev}` ({base_commit[:7]})" if base_rev != base_commit else base_commit[:7]
+    not_evaluated = sorted(not_evaluated or [])
+    names = sorted((set(old_metrics) | set(new_metrics)) - set(not_evaluated))
+    diffs = [ExperimentDiff(n, old_metrics.get(n), new_metrics.get(n)) for n in names]
+
+    def order(diff: ExperimentDiff):
+        accuracy = (diff.new or {}).get("test_accuracy")
+        return (diff.new is None, -(accuracy if isinstance(accuracy, int | float) else -1.0))
+
+    diffs.sort(key=order)
+    new_ones = [d.name for d in diffs if d.old is None and d.new is not None]
+    removed = [d.name for d in diffs if d.new is None]
+
+    lines = [COMMENT_MARKER, f"## Metrics: this revision vs {base_label}", ""]
+    summary = [
+        f"| experiment | test_accuracy at {base_label} | now | Δ |",
+        "|---|--:|--:|--:|",
+    ]
+    for diff in diffs:
+        old_value = (diff.old or {}).get("test_accuracy")
+        new_value = (diff.new or {}).get("test_accuracy")
+        flag = " 🆕 new" if diff.old is None else (" (removed)" if diff.new is None else "")
+        summary.append(
+            f"| `{diff.name}`{flag} | {_format('test_accuracy', old_value)} "
+            f"| {_format('test_accuracy', new_value)} "
+            f"| {_delta('test_accuracy', old_value, new_value) if diff.old and diff.new else ''} |"
+        )
+    lines += summary if diffs else ["No experiment has metrics on either side."]
+    lines.append("")
+    if new_ones:
+        lines += [
+            f"🆕 New in this revision (no metrics at {base_label}): "
+            + ", ".join(f"`{name}`" for name in new_ones),
+            "",
+        ]
+    if removed:
+        lines += [
+            "Removed in this revision: " + ", ".join(f"`{name}`" for name in removed),
+            "",
+        ]
+    if not_evaluated:
+        lines += [
+            "⚠️ In params.yaml but without metrics in this revision (run `dvc repro`): "
+            + ", ".join(f"`{name}`" for name in not_evaluated),
+            "",
+        ]
+    lines += ["### Params changed", "", *_params_block(params_changes, base_label)]
+    lines += ["### Per experiment", ""]
+    for diff in diffs:
+        lines += _experiment_block(diff, base_label)
+    lines += ["### Plots", ""]
+    if plots_url:
+        lines.append(
+            f"Confusion matrices and training curves, both revisions: [plots diff]({plots_url})."
+        )
+    lines.append(
+        f"Locally: `dvc plots diff {base_rev}` (opens `dvc_plots/index.html`) and "
+        f"`dvc metrics diff {base_rev} --md`; per experiment the figures are in "
+        "`reports/report.md`."
+    )
+    lines += [
+        "",
+        "<sub>🟢 better, 🔴 worse (lower is better for losses and training time); "
+        "↑/↓ the direction of the change.</sub>",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def build_diff(
+    base_rev: str,
+    *,
+    root: Path = Path("."),
+    plots_url: str | None = None,
+    experiments: list[str] | None = None,
+) -> str:
+    """The Markdown comparing the workspace with `base_rev` (see the module docstring)."""
+    base_commit = resolve_revision(base_rev, root)
+    new_metrics = metrics_in_workspace(root, experiments)
+    return render_markdown(
+        base_rev=base_rev,
+        base_commit=base_commit,
+        params_changes=params_diff(base_commit, root),
+        old_metrics=metrics_at(base_commit, root),
+        new_metrics=new_metrics,
+        plots_url=plots_url,
+        not_evaluated=[name for name in experiments or [] if name not in new_metrics],
+    )
+
+
+def write_diff(
+    base_rev: str,
+    *,
+    root: Path = Path("."),
+    output: Path | None = None,
+    plots_url: str | None = None,
+    experiments: list[str] | None = None,
+) -> str:
+    """`build_diff`, written to `output` or to stdout (the CLI's `diff` subcommand)."""
+    body = build_diff(base_rev, root=root, plots_url=plots_url, experiments=experiments)
+    if output is None:
+        sys.stdout.write(body)
+    else:
+        from pipeline.io import atomic_write_bytes
+
+        atomic_write_bytes(output, body.encode())
+        log.info("metrics diff against %s written to %s", base_rev, output)
+    return body

@@ -1,0 +1,198 @@
+"""`python -m pipeline diff <base-rev>` in a real git + DVC repository with two pipeline runs.
+
+A copy of the project (digits only, scikit-learn baselines, so no TensorFlow) is committed
+without outputs (A), reproduced with `dvc repro report` and committed (B), then its params are
+changed and an experiment added before reproducing again into the workspace. The Markdown must
+show the param change, the metric deltas computed from the two `metrics/*.json`, and the new
+experiment; a base without metrics flags every experiment as new; an unknown base is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.diff import COMMENT_MARKER, render_markdown
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+BASE = {"dataset": "digits", "model": {"name": "sgd_logistic", "max_iter": 5, "cv_folds": 2}}
+CHANGED = {"dataset": "digits", "model": {"name": "sgd_logistic", "max_iter": 40, "cv_folds": 2}}
+ADDED = {
+    "dataset": "digits",
+    "model": {"name": "sgd_logistic", "max_iter": 15, "alpha": 0.001, "cv_folds": 2},
+}
+
+
+def run(command: list[str], cwd: Path, *, check: bool = True) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+    }
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def write_params(root: Path, experiments: dict) -> None:
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["data"]["datasets"] = ["digits"]
+    params["experiments"] = experiments
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def commit(root: Path, message: str) -> str:
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-q", "-m", message], root)
+    return run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("diff") / "project"
+    root.mkdir()
+    shutil.copytree(
+        PROJECT_ROOT / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("dvc.yaml", "pyproject.toml", ".dvcignore"):
+        shutil.copy(PROJECT_ROOT / name, root / name)
+    (root / ".dvc").mkdir()
+    shutil.copy(PROJECT_ROOT / ".dvc/config", root / ".dvc/config")
+    (root / ".gitignore").write_text("__pycache__/\n/checkpoints/\n")
+    write_params(root, {"digits_sgd": BASE})
+    run(["git", "init", "-q", "-b", "main"], root)
+    run(["git", "config", "user.email", "test@atelier.invalid"], root)
+    run(["git", "config", "user.name", "Atelier test"], root)
+    no_outputs = commit(root, "code and params, nothing run")
+
+    run(["dvc", "repro", "report"], root)
+    first_run = commit(root, "first run")
+
+    write_params(root, {"digits_sgd": CHANGED, "digits_sgd_b": ADDED})
+    run(["dvc", "repro", "report"], root)
+    return {"root": root, "no_outputs": no_outputs, "first_run": first_run}
+
+
+def diff(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "pipeline", "diff", *args], root, check=check)
+
+
+def committed_metrics(root: Path, rev: str, name: str) -> dict:
+    return json.loads(run(["git", "show", f"{rev}:metrics/{name}.json"], root).stdout)
+
+
+def experiment_table(markdown: str, name: str) -> dict[str, list[str]]:
+    section = markdown.split(f"#### `{name}`", 1)[1].split("\n#### ", 1)[0]
+    table = section.split("<details>", 1)[0]
+    rows = {}
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0] not in ("metric", "---"):
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+@pytest.mark.slow
+def test_diff_shows_param_changes_metric_deltas_and_new_experiments(repo, tmp_path):
+    root, base = repo["root"], repo["first_run"]
+    out = tmp_path / "comment.md"
+    diff(root, base, "-o", str(out), "--plots-url", "https://ci.example/run/7")
+    markdown = out.read_text()
+
+    assert markdown.startswith(COMMENT_MARKER + "\n")
+    assert "| `experiments.digits_sgd.model.max_iter` | `5` | `40` |" in markdown
+    assert "🆕 New in this revision (no metrics at" in markdown and "`digits_sgd_b`" in markdown
+    assert "#### `digits_sgd_b` — 🆕 new in this revision" in markdown
+    assert "[plots diff](https://ci.example/run/7)" in markdown
+
+    old = committed_metrics(root, base, "digits_sgd")
+    new = json.loads((root / "metrics/digits_sgd.json").read_text())
+    assert old["test_accuracy"] != new["test_accuracy"]  # the param change changed the model
+    rows = experiment_table(markdown, "digits_sgd")
+    assert next(iter(rows)) == "test_accuracy"  # the primary metric first
+    for key in ("test_accuracy", "macro_f1", "test_loss", "cv_mean"):
+        delta = new[key] - old[key]
+        better = delta > 0 if key != "test_loss" else delta < 0
+        assert rows[key][0] == f"{old[key]:.4f}" and rows[key][1] == f"{new[key]:.4f}"
+        assert (
+            rows[key][2] == f"{delta:+.4f} {'↑' if delta > 0 else '↓'} {'🟢' if better else '🔴'}"
+        )
+
+
+@pytest.mark.slow
+def test_a_base_without_metrics_flags_every_experiment_new(repo):
+    markdown = diff(repo["root"], repo["no_outputs"]).stdout
+    assert markdown.count("— 🆕 new in this revision") == 2
+    assert "No metrics at" in markdown
+    assert "Params changed" in markdown
+
+
+@pytest.mark.slow
+def test_an_unknown_base_revision_is_a_clear_error(repo):
+    result = diff(repo["root"], "no-such-branch", check=False)
+    assert result.returncode == 2
+    assert "error: Base revision 'no-such-branch' does not exist in this repository" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.slow
+def test_dvc_metrics_diff_lines_up_the_experiments(repo):
+    result = run(["dvc", "metrics", "diff", repo["first_run"], "--json"], repo["root"])
+    changes = json.loads(result.stdout)
+    assert "test_accuracy" in changes["metrics/digits_sgd.json"]
+    assert changes["metrics/digits_sgd_b.json"]["test_accuracy"]["old"] is None
+
+
+def test_workflow_updates_one_comment_found_by_the_marker(tmp_path):
+    workflow = yaml.safe_load((PROJECT_ROOT / ".github/workflows/pr-metrics.yml").read_text())
+    assert "pull_request" in workflow[True]  # YAML 1.1 reads the key `on` as true
+    steps = workflow["jobs"]["metrics"]["steps"]
+    scripts = "\n".join(step.get("run", "") for step in steps)
+    assert "make repro" in scripts and "dvc pull" in scripts
+    assert "python -m pipeline diff" in scripts
+    post = next(step["run"] for step in steps if "--method PATCH" in step.get("run", ""))
+    assert f"marker='{COMMENT_MARKER}'" in post
+    if shutil.which("jq") is None:
+        pytest.skip("jq is not installed: the comment filter is checked where it is")
+    # The same filter `gh api --jq` applies to the pull request's comments.
+    query = post.split("--jq ", 1)[1].split(" | head", 1)[0].strip().strip('"')
+    query = query.replace('\\"', '"').replace("$marker", COMMENT_MARKER)
+    comments = [
+        {"id": 11, "body": "LGTM"},
+        {"id": 12, "body": f"{COMMENT_MARKER}\n## Metrics"},
+        {"id": 13, "body": f"quoting:\n{COMMENT_MARKER}"},
+    ]
+    result = subprocess.run(
+        ["jq", query], input=json.dumps(comments), capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["12"]
+
+
+def test_render_marks_removed_and_unevaluated_experiments():
+    old = {"kept": {"test_accuracy": 0.9, "model": "mlp"}, "gone": {"test_accuracy": 0.8}}
+    new = {"kept": {"test_accuracy": 0.85, "model": "cnn"}}
+    markdown = render_markdown(
+        base_rev="main",
+        base_commit="0123456789abcdef",
+        params_changes={},
+        old_metrics=old,
+        new_metrics=new,
+        not_evaluated=["pending"],
+    )
+    assert "## Metrics: this revision vs `main` (0123456)" in markdown
+    assert "| test_accuracy | 0.9000 | 0.8500 | -0.0500 ↓ 🔴 |" in markdown
+    assert "Changed: model `mlp` → `cnn`" in markdown
+    assert "Removed in this revision: `gone`" in markdown
+    assert "without metrics in this revision (run `dvc repro`): `pending`" in markdown
+    assert "No params changed since `main` (0123456)." in markdown

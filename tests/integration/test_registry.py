@@ -1,0 +1,427 @@
+"""The model registry against real git, DVC and GTO in throwaway repositories.
+
+Two kinds of project copy:
+
+- a *registry-only* copy whose dvc.yaml holds just the `select` stage and the artifacts, fed with
+  hand-written metrics and baseline-format models (no TensorFlow: seconds per test) — for the
+  refusals, the race, hash verification and fetching from the DVC remote;
+- the *whole pipeline* on digits (`slow`): train → evaluate → select → register → promote,
+  a worse champion refused by name, a better one promoted, rollback, `get` and `load`.
+
+Every repository has a local directory as its default DVC remote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.models import LinearPredictor
+from pipeline.registry import NothingToRegister, Registry, RegistryError, load
+
+PROJECT_FILES = ("pyproject.toml", ".dvcignore", ".gitignore")
+ARTIFACT = "digits-classifier"
+
+
+class Project:
+    """A git + DVC repository holding a copy of the project; runs commands in it."""
+
+    def __init__(self, project_root: Path, root: Path):
+        self.root = root
+        self.venv_bin = project_root / ".venv" / "bin"
+        self.env = {
+            **os.environ,
+            "PATH": f"{self.venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+            "DVC_NO_ANALYTICS": "1",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "PYTHONPATH": str(root),
+        }
+
+    def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            command, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=300
+        )
+        if check:
+            assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"
+        return result
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-m", "pipeline", *args, check=check)
+
+    def registry(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.cli("registry", *args, check=check)
+
+    def commit(self, message: str) -> str:
+        self.run("git", "add", "--all")
+        self.run("git", "commit", "--quiet", "--message", message)
+        return self.run("git", "rev-parse", "HEAD").stdout.strip()
+
+    def params(self) -> dict:
+        return yaml.safe_load((self.root / "params.yaml").read_text())
+
+    def write_params(self, params: dict) -> None:
+        (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def gto_show(self, *args: str):
+        return json.loads(self.run(str(self.venv_bin / "gto"), "show", *args, "--json").stdout)
+
+    def show(self) -> dict:
+        return json.loads(self.registry("show", ARTIFACT, "--json").stdout)[ARTIFACT]
+
+
+def make_project(project_root: Path, tmp_path: Path, *, only_select: bool) -> Project:
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copytree(
+        project_root / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in PROJECT_FILES:
+        if (project_root / name).exists():
+            shutil.copy2(project_root / name, root / name)
+    pipeline = yaml.safe_load((project_root / "dvc.yaml").read_text())
+    if only_select:
+        pipeline = {"stages": {"select": pipeline["stages"]["select"]}} | {
+            "artifacts": pipeline["artifacts"]
+        }
+    (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    params = yaml.safe_load((project_root / "params.yaml").read_text())
+    params["data"]["datasets"] = ["digits"]
+    params["registry"] = {
+        "metric": "test_accuracy",
+        "min_improvement": 0.0,
+        "require_beat_baseline": True,
+        "stages": {"staging": {"test_accuracy": 0.5}, "prod": {"test_accuracy": 0.9}},
+        "artifacts": {"digits": ARTIFACT},
+    }
+    params["experiments"] = {}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    project = Project(project_root, root)
+    project.run("git", "init", "--quiet")
+    project.run("git", "config", "user.name", "Atelier Test")
+    project.run("git", "config", "user.email", "test@atelier.invalid")
+    project.run("dvc", "init", "--quiet")
+    shutil.copy2(project_root / ".dvc" / "config", root / ".dvc" / "config")
+    project.run("dvc", "remote", "add", "--default", "storage", str(tmp_path / "remote"))
+    return project
+
+
+# --- the registry-only project ------------------------------------------------------------------
+
+
+def write_experiment(project: Project, name: str, *, accuracy: float, seed: int) -> None:
+    """Metrics and a baseline-format model for experiment `name`, as evaluate/train would."""
+    metrics = {
+        "test_accuracy": accuracy,
+        "macro_f1": accuracy - 0.01,
+        "test_loss": 1.0 - accuracy,
+        "model": "sgd_logistic",
+        "dataset": "digits",
+    }
+    (project.root / "metrics").mkdir(exist_ok=True)
+    (project.root / "metrics" / f"{name}.json").write_text(json.dumps(metrics))
+    directory = project.root / "models" / name
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    LinearPredictor(
+        coef=rng.normal(size=(10, 64)).astype(np.float32),
+        intercept=np.zeros(10, np.float32),
+        classes=np.arange(10),
+        value_max=16.0,
+    ).save(directory / "model.npz")
+    (directory / "train.json").write_text(json.dumps({"model_file": "model.npz"}))
+
+
+@pytest.fixture
+def small(project_root, tmp_path) -> Project:
+    """Registry-only project, champion committed: `digits_tuned` (0.93) over `digits_sgd`."""
+    project = make_project(project_root, tmp_path, only_select=True)
+    params = project.params()
+    params["registry"]["require_beat_baseline"] = False
+    params["experiments"] = {
+        "digits_sgd": {"dataset": "digits", "model": {"name": "sgd_logistic"}},
+        "digits_tuned": {"dataset": "digits", "model": {"name": "sgd_logistic", "alpha": 0.001}},
+    }
+    project.write_params(params)
+    write_experiment(project, "digits_sgd", accuracy=0.91, seed=1)
+    write_experiment(project, "digits_tuned", accuracy=0.93, seed=2)
+    project.run("dvc", "repro", "select@digits")
+    project.commit("champion: digits_tuned")
+    return project
+
+
+def new_champion(project: Project, accuracy: float, seed: int) -> str:
+    write_experiment(project, "digits_tuned", accuracy=accuracy, seed=seed)
+    project.run("dvc", "repro", "select@digits")
+    return project.commit(f"champion at {accuracy}")
+
+
+def test_register_refuses_what_is_not_a_new_committed_champion(small):
+    unknown = small.registry("register", "nope", check=False)
+    assert unknown.returncode == 2
+    assert "error: Unknown artifact 'nope': this project's artifacts are digits-classifier" in (
+        unknown.stderr
+    )
+    assert "Traceback" not in unknown.stderr
+
+    first = small.registry("register", ARTIFACT)
+    assert first.stdout.startswith(f"Registered {ARTIFACT} v0.1.0 at ")
+    again = small.registry("register", ARTIFACT, check=False)
+    assert again.returncode == 2
+    assert "is already registered as digits-classifier v0.1.0: nothing to register" in again.stderr
+
+    registry = Registry(small.root)
+    (small.root / "NOTES.md").write_text("a commit that does not touch the champion\n")
+    small.commit("notes")
+    with pytest.raises(
+        NothingToRegister, match="is the model of digits-classifier v0.1.0: nothing"
+    ):
+        registry.register(ARTIFACT)
+
+    (small.root / "NOTES.md").write_text("edited, not committed\n")
+    with pytest.raises(RegistryError, match=r"uncommitted changes \(NOTES\.md\): a version must"):
+        registry.register(ARTIFACT)
+    small.commit("notes again")
+
+    write_experiment(small, "digits_tuned", accuracy=0.95, seed=3)  # new metrics, no repro
+    small.commit("metrics without dvc repro")
+    with pytest.raises(RegistryError) as stale:
+        registry.register(ARTIFACT)
+    assert "dvc.lock is out of date with the workspace for select@digits: run `dvc repro " in (
+        str(stale.value)
+    )
+
+    assert [v.version for v in registry.versions(ARTIFACT)] == ["v0.1.0"]
+    assert small.run("git", "tag", "--list").stdout.split() == [f"{ARTIFACT}@v0.1.0"]
+
+
+def test_two_racing_registrations_give_one_version_and_one_clear_refusal(small):
+    Registry(small.root).register(ARTIFACT)
+    head = new_champion(small, 0.95, seed=4)
+    command = [sys.executable, "-m", "pipeline", "registry", "register", ARTIFACT]
+    racers = [
+        subprocess.Popen(
+            command, cwd=small.root, env=small.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    outcomes = []
+    for racer in racers:
+        stdout, stderr = racer.communicate(timeout=120)
+        outcomes.append((racer.returncode, stdout.decode(), stderr.decode()))
+    registered = [out for rc, out, _ in outcomes if rc == 0]
+    refused = [err for rc, _, err in outcomes if rc != 0]
+    assert len(registered) + len(refused) == 2
+    assert len(registered) >= 1, outcomes
+    versions = [line.split()[2] for line in registered]
+    assert len(set(versions)) == len(versions), outcomes  # never the same version twice
+    for error in refused:
+        assert "is already registered as digits-classifier v0.2.0: nothing to register" in error
+    tags = small.run("git", "tag", "--list", f"{ARTIFACT}@*").stdout.split()
+    assert tags == [f"{ARTIFACT}@v0.1.0", f"{ARTIFACT}@v0.2.0"]
+    assert small.run("git", "rev-list", "-n", "1", f"{ARTIFACT}@v0.2.0").stdout.strip() == head
+    assert [v["version"] for v in small.gto_show(ARTIFACT)] == ["v0.2.0", "v0.1.0"]
+
+    # The conflict the retry loop relies on: git refuses an existing tag name, atomically.
+    registry = Registry(small.root)
+    assert registry._create_tag(ARTIFACT, f"{ARTIFACT}@v0.3.0", head, "first")
+    assert not registry._create_tag(ARTIFACT, f"{ARTIFACT}@v0.3.0", head, "second")
+    message = small.run("git", "tag", "--list", "--format=%(contents)", f"{ARTIFACT}@v0.3.0")
+    assert message.stdout.strip() == "first"
+
+
+def test_release_promotes_as_far_as_the_rules_allow(small):
+    first = small.registry("release", ARTIFACT).stdout
+    assert first.startswith("digits-classifier: registered v0.1.0\n")
+    assert "v0.1.0 -> staging: promoted [digits-classifier#staging#1]" in first
+    assert "v0.1.0 -> prod: promoted [digits-classifier#prod#2]" in first
+
+    new_champion(small, 0.92, seed=6)
+    second = small.registry("release", ARTIFACT).stdout
+    assert second.startswith("digits-classifier: registered v0.2.0\n")
+    assert "v0.2.0 -> staging: refused" in second
+    assert "[FAIL] beats the staging holder by at least 0 in test_accuracy" in second
+    assert "-> prod" not in second  # the climb stops at the first refusal
+
+    third = small.registry("release", ARTIFACT).stdout
+    assert third.startswith("digits-classifier: no new version; latest is v0.2.0\n")
+    assert small.gto_show()[ARTIFACT]["stage"] == {"staging": "v0.1.0", "prod": "v0.1.0"}
+
+
+def test_promote_rollback_and_get_verify_against_dvc_lock(small, tmp_path):
+    registry = Registry(small.root)
+    registry.register(ARTIFACT)
+    promoted = small.registry("promote", ARTIFACT, "--to", "prod")
+    assert "digits-classifier v0.1.0 -> prod: promoted [digits-classifier#prod#1]" in (
+        promoted.stdout
+    )
+    assert "[PASS] test_accuracy >= 0.9 for prod: test_accuracy = 0.9300" in promoted.stdout
+    new_champion(small, 0.92, seed=5)
+    registry.register(ARTIFACT)
+    refused = small.registry("promote", ARTIFACT, "--to", "prod", check=False)
+    assert refused.returncode == 2
+    assert (
+        "Refused to promote digits-classifier v0.2.0 to prod: failed rule(s): beats the prod "
+        "holder by at least 0 in test_accuracy." in refused.stderr
+    )
+    assert (
+        "[FAIL] beats the prod holder by at least 0 in test_accuracy: 0.9200 vs 0.9300 of v0.1.0"
+        in (refused.stderr)
+    )
+    forced = small.registry("promote", ARTIFACT, "--to", "prod", "--force")
+    assert "v0.2.0 -> prod: promoted (forced) [digits-classifier#prod#2]" in forced.stdout
+    message = small.run("git", "tag", "--list", "--format=%(contents)", f"{ARTIFACT}#prod#2")
+    assert "forced: true (--force; failing rules overridden: beats the prod holder" in (
+        message.stdout
+    )
+    assert registry.holder(ARTIFACT, "prod").version == "v0.2.0"
+    assert small.gto_show()[ARTIFACT]["stage"]["prod"] == "v0.2.0"
+
+    rolled = small.registry("rollback", ARTIFACT, "--stage", "prod")
+    assert rolled.stdout.strip() == "digits-classifier prod: v0.2.0 -> v0.1.0"
+    assert small.show()["stages"]["prod"] == "v0.1.0"
+    assert small.gto_show()[ARTIFACT]["stage"]["prod"] == "v0.1.0"
+    dvc_get = tmp_path / "dvc-artifacts-get"  # DVC's own reading of the stage tags agrees
+    small.run("dvc", "artifacts", "get", ".", ARTIFACT, "--stage", "prod", "-o", str(dvc_get))
+    assert json.loads((dvc_get / "card.json").read_text())["value"] == 0.93
+    with pytest.raises(RegistryError, match="v0.1.0 is the only version that has held prod"):
+        registry.rollback(ARTIFACT, "prod")
+
+    # The local cache is gone: get must fetch from the DVC remote, then verify the hash.
+    shutil.rmtree(small.root / ".dvc" / "cache")
+    out = tmp_path / "served"
+    got = small.registry("get", ARTIFACT, "--stage", "prod", "-o", str(out))
+    assert got.stdout.strip() == str(out / "model.npz")
+    card = json.loads((out / "card.json").read_text())
+    assert card["value"] == 0.93
+    assert hashlib.md5((out / "model.npz").read_bytes()).hexdigest() == card["model_md5"]
+    v1 = registry.find_version(ARTIFACT, "v0.1.0")
+    assert v1.model_md5 == card["model_md5"]
+    predictor = load(ARTIFACT, stage="prod", root=small.root)
+    assert isinstance(predictor, LinearPredictor)
+    assert predictor.predict(np.zeros((3, 8, 8), np.uint8)).shape == (3,)
+
+    # A corrupted object on the remote is caught by the hash check and nothing is written.
+    assert not (small.root / ".dvc" / "cache").exists()  # get streamed from the remote
+    for cached in (tmp_path / "remote").rglob("*"):
+        if cached.is_file() and not cached.name.endswith(".dir"):
+            cached.chmod(0o644)
+            cached.write_bytes(cached.read_bytes() + b"tampered")
+    corrupt_out = tmp_path / "corrupt"
+    corrupt = small.registry(
+        "get", ARTIFACT, "--version", "v0.1.0", "-o", str(corrupt_out), check=False
+    )
+    assert corrupt.returncode == 2
+    assert "the fetched files hash to" in corrupt.stderr
+    assert "The cache or remote is corrupt; nothing was written." in corrupt.stderr
+    assert list(corrupt_out.iterdir()) == []
+
+    with pytest.raises(
+        RegistryError, match=r"has no version v9\.0\.0 \(registered: v0\.1\.0, v0\.2\.0\)"
+    ):
+        registry.get(ARTIFACT, out, version="v9.0.0")
+
+
+# --- the whole pipeline -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_registry_lifecycle_on_the_real_pipeline(project_root, tmp_path):
+    project = make_project(project_root, tmp_path, only_select=False)
+    params = project.params()
+    params["experiments"] = {
+        "digits_mlp": {
+            "dataset": "digits",
+            "model": {"name": "mlp", "units": [64], "dropout": [0.1]},
+            "learning_rate": 0.01,
+            "epochs": 3,
+            "batch_size": 32,
+        },
+        "digits_sgd": {"dataset": "digits", "model": {"name": "sgd_logistic", "max_iter": 1}},
+    }
+    project.write_params(params)
+    project.commit("project copy")
+
+    # v0.1.0: the MLP beats the baseline and every prod rule.
+    project.run("dvc", "repro", "select@digits")
+    project.commit("first run")
+    card1 = json.loads((project.root / "models/champions/digits/card.json").read_text())
+    assert card1["experiment"] == "digits_mlp"
+    assert card1["value"] > max(0.9, card1["baseline"]["value"]), card1["leaderboard"]
+    assert project.registry("register", ARTIFACT).stdout.startswith(f"Registered {ARTIFACT} v0.1.0")
+    promoted = project.registry("promote", ARTIFACT, "--to", "prod").stdout
+    assert "v0.1.0 -> prod: promoted" in promoted
+    assert promoted.count("[PASS]") == 3
+
+    # v0.2.0: without the MLP the champion is the weak baseline, and prod refuses it by rule.
+    del params["experiments"]["digits_mlp"]
+    project.write_params(params)
+    project.run("dvc", "repro", "select@digits")
+    project.commit("drop the MLP")
+    assert "v0.2.0" in project.registry("register", ARTIFACT).stdout
+    refused = project.registry("promote", ARTIFACT, "--to", "prod", check=False)
+    assert refused.returncode == 2
+    assert "Refused to promote digits-classifier v0.2.0 to prod" in refused.stderr
+    for rule in (
+        "[FAIL] test_accuracy >= 0.9 for prod",
+        "[FAIL] beats the sgd_logistic baseline on digits in test_accuracy: "
+        "the champion is the baseline itself (digits_sgd)",
+        "[FAIL] beats the prod holder by at least 0 in test_accuracy",
+    ):
+        assert rule in refused.stderr
+
+    # v0.3.0: the MLP trained longer beats v0.1.0 and takes prod.
+    params["experiments"]["digits_mlp"] = {
+        "dataset": "digits",
+        "model": {"name": "mlp", "units": [64], "dropout": [0.1]},
+        "learning_rate": 0.01,
+        "epochs": 10,
+        "batch_size": 32,
+    }
+    project.write_params(params)
+    project.run("dvc", "repro", "select@digits")
+    project.commit("train the MLP longer")
+    assert "v0.3.0" in project.registry("register", ARTIFACT).stdout
+    card3 = json.loads((project.root / "models/champions/digits/card.json").read_text())
+    assert card3["value"] > card1["value"], (card1["value"], card3["value"])
+    assert (
+        "v0.3.0 -> prod: promoted" in project.registry("promote", ARTIFACT, "--to", "prod").stdout
+    )
+
+    # rollback: prod goes back to v0.1.0, and GTO's own reading agrees.
+    rolled = project.registry("rollback", ARTIFACT, "--stage", "prod").stdout
+    assert rolled.strip() == "digits-classifier prod: v0.3.0 -> v0.1.0"
+    shown = project.show()
+    gto_versions = project.gto_show(ARTIFACT)
+    assert shown["latest"] == project.gto_show()[ARTIFACT]["version"] == "v0.3.0"
+    assert shown["stages"]["prod"] == project.gto_show()[ARTIFACT]["stage"]["prod"] == "v0.1.0"
+    assert [(v["version"], v["commit"]) for v in shown["versions"]] == [
+        (v["version"], v["commit_hexsha"]) for v in gto_versions
+    ]
+    by_version = {v["version"]: v for v in shown["versions"]}
+    assert by_version["v0.1.0"]["metrics"]["test_accuracy"] == card1["value"]
+    assert by_version["v0.3.0"]["experiment"] == "digits_mlp"
+    table = project.registry("show").stdout
+    assert "digits-classifier (digits): latest v0.3.0; staging: -, prod: v0.1.0" in table
+
+    # get: from the remote (local cache removed), hash-checked, loads and predicts.
+    shutil.rmtree(project.root / ".dvc" / "cache")
+    out = tmp_path / "prod-model"
+    project.registry("get", ARTIFACT, "--stage", "prod", "-o", str(out))
+    model_file = out / "model.keras"
+    assert hashlib.md5(model_file.read_bytes()).hexdigest() == card1["model_md5"]
+    assert json.loads((out / "card.json").read_text()) == card1
+
+    model = load(ARTIFACT, stage="prod", root=project.root)
+    x_test = np.load(project.root / "data/prepared/digits/x_test.npy")
+    y_test = np.load(project.root / "data/prepared/digits/y_test.npy")
+    accuracy = float(np.mean(np.argmax(model.predict(x_test, verbose=0), axis=1) == y_test))
+    assert accuracy == pytest.approx(card1["value"], abs=1e-6)

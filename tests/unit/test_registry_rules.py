@@ -1,0 +1,322 @@
+"""The registry's pure parts: version names, promotion rules, DVC's directory hash, the
+`registry:` section of params.yaml, and the select stage on hand-made metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.errors import AtelierError, ParamsError
+from pipeline.models import LinearPredictor
+from pipeline.params import RegistryParams, parse_params
+from pipeline.registry import (
+    RegistryError,
+    check_rules,
+    next_version,
+    parse_version,
+    tree_md5,
+)
+from pipeline.select import select
+
+# --- versions -----------------------------------------------------------------------------------
+
+
+def test_versions_start_at_0_1_0_and_bump_the_minor_number():
+    assert next_version(None) == "v0.1.0"
+    assert next_version("v0.1.0") == "v0.2.0"
+    assert next_version("v0.9.3") == "v0.10.0"
+    assert next_version("v2.4.1") == "v2.5.0"
+    assert parse_version("1.2.3") == parse_version("v1.2.3") == (1, 2, 3)
+
+
+@pytest.mark.parametrize("text", ["latest", "v1.2", "1.2.3.4", "v01.2.3", ""])
+def test_a_malformed_version_is_refused_with_the_expected_form(text):
+    with pytest.raises(RegistryError, match=r"is not a version: write it as v0\.2\.0"):
+        parse_version(text)
+
+
+# --- rules --------------------------------------------------------------------------------------
+
+
+def card(value: float, *, experiment="mlp_a", baseline: float | None = 0.90, **metrics) -> dict:
+    return {
+        "dataset": "digits",
+        "experiment": experiment,
+        "metrics": {"test_accuracy": value, "test_loss": 1 - value, **metrics},
+        "baseline": (
+            None
+            if baseline is None
+            else {
+                "experiment": "sgd",
+                "metrics": {"test_accuracy": baseline, "test_loss": 1 - baseline},
+            }
+        ),
+    }
+
+
+RULES = RegistryParams(
+    stages={"staging": {"test_accuracy": 0.8}, "prod": {"test_accuracy": 0.95, "test_loss": 0.1}},
+    min_improvement=0.01,
+)
+
+
+def by_name(rules):
+    return {rule.name: rule for rule in rules}
+
+
+def test_every_rule_passes_for_a_good_first_version():
+    rules = check_rules(card(0.97), stage="prod", rules=RULES)
+    assert [rule.passed for rule in rules] == [True, True, True, True]
+    text = [str(rule) for rule in rules]
+    assert text[0] == "[PASS] test_accuracy >= 0.95 for prod: test_accuracy = 0.9700"
+    assert text[1] == "[PASS] test_loss <= 0.1 for prod: test_loss = 0.0300"
+    assert text[2] == (
+        "[PASS] beats the sgd_logistic baseline on digits in test_accuracy: 0.9700 vs 0.9000 (sgd)"
+    )
+    assert text[3] == (
+        "[PASS] beats the prod holder by at least 0.01 in test_accuracy: no version holds prod yet"
+    )
+
+
+def test_thresholds_are_per_stage_and_loss_like_metrics_are_maximums():
+    staging = by_name(check_rules(card(0.85), stage="staging", rules=RULES))
+    assert staging["test_accuracy >= 0.8 for staging"].passed
+    prod = by_name(check_rules(card(0.85), stage="prod", rules=RULES))
+    assert not prod["test_accuracy >= 0.95 for prod"].passed
+    assert not prod["test_loss <= 0.1 for prod"].passed  # 0.15 > 0.1
+    assert prod["test_loss <= 0.1 for prod"].figure == "test_loss = 0.1500"
+
+
+def test_a_threshold_on_a_metric_the_card_lacks_fails_and_says_so():
+    rules = RegistryParams(stages={"prod": {"macro_f1": 0.5}}, require_beat_baseline=False)
+    (threshold, _holder) = check_rules(card(0.97), stage="prod", rules=rules)
+    assert not threshold.passed
+    assert threshold.figure == "macro_f1 is not in the version's metrics"
+
+
+def test_the_holder_must_be_beaten_by_min_improvement():
+    holder = card(0.96)
+    gain_too_small = by_name(
+        check_rules(card(0.965), stage="prod", rules=RULES, holder_card=holder, holder_version="v1")
+    )
+    rule = gain_too_small["beats the prod holder by at least 0.01 in test_accuracy"]
+    assert not rule.passed
+    assert rule.figure == "0.9650 vs 0.9600 of v1 (+0.0050)"
+    enough = by_name(
+        check_rules(card(0.975), stage="prod", rules=RULES, holder_card=holder, holder_version="v1")
+    )
+    assert enough["beats the prod holder by at least 0.01 in test_accuracy"].passed
+
+
+def test_with_min_improvement_zero_a_tie_with_the_holder_passes_and_worse_fails():
+    rules = RegistryParams(require_beat_baseline=False)
+    tie = check_rules(card(0.96), stage="prod", rules=rules, holder_card=card(0.96))
+    assert [rule.passed for rule in tie] == [True]
+    worse = check_rules(card(0.95), stage="prod", rules=rules, holder_card=card(0.96))
+    assert [rule.passed for rule in worse] == [False]
+
+
+def test_a_loss_metric_ranks_lower_as_better_against_holder_and_baseline():
+    rules = RegistryParams(metric="test_loss")
+    result = by_name(
+        check_rules(
+            card(0.97), stage="prod", rules=rules, holder_card=card(0.95), holder_version="v1"
+        )
+    )
+    holder_rule = result["beats the prod holder by at least 0 in test_loss"]
+    assert holder_rule.passed
+    assert holder_rule.figure == "0.0300 vs 0.0500 of v1 (+0.0200)"
+    assert result["beats the sgd_logistic baseline on digits in test_loss"].passed
+    worse = by_name(check_rules(card(0.85), stage="prod", rules=rules, holder_card=card(0.95)))
+    assert not worse["beats the prod holder by at least 0 in test_loss"].passed
+
+
+@pytest.mark.parametrize(
+    ("candidate", "figure", "passed"),
+    [
+        (card(0.89), "0.8900 vs 0.9000 (sgd)", False),
+        (card(0.90), "0.9000 vs 0.9000 (sgd)", False),  # a tie does not beat it
+        (card(0.90, experiment="sgd"), "the champion is the baseline itself (sgd)", False),
+        (
+            card(0.99, baseline=None),
+            "no sgd_logistic experiment on this dataset to compare with",
+            False,
+        ),
+    ],
+)
+def test_the_baseline_rule(candidate, figure, passed):
+    rules = RegistryParams()
+    (baseline_rule, _holder) = check_rules(candidate, stage="prod", rules=rules)
+    assert baseline_rule.name == "beats the sgd_logistic baseline on digits in test_accuracy"
+    assert (baseline_rule.figure, baseline_rule.passed) == (figure, passed)
+
+
+def test_the_baseline_rule_can_be_switched_off():
+    rules = RegistryParams(require_beat_baseline=False)
+    names = [rule.name for rule in check_rules(card(0.5), stage="prod", rules=rules)]
+    assert names == ["beats the prod holder by at least 0 in test_accuracy"]
+
+
+# --- DVC's directory hash -----------------------------------------------------------------------
+
+
+def test_tree_md5_is_the_hash_dvc_gives_a_directory():
+    from dvc_data.hashfile.hash_info import HashInfo
+    from dvc_data.hashfile.meta import Meta
+    from dvc_data.hashfile.tree import Tree
+
+    files = {"model.keras": b"weights", "card.json": b"{}", "sub/x.bin": b"\x00\x01"}
+    md5s = {name: hashlib.md5(data).hexdigest() for name, data in files.items()}
+    tree = Tree()
+    for name, md5 in md5s.items():
+        tree.add(tuple(name.split("/")), Meta(), HashInfo("md5", md5))
+    tree.digest()
+    assert tree_md5(md5s) == tree.hash_info.value
+    assert tree_md5(md5s).endswith(".dir")
+    assert tree_md5({**md5s, "card.json": "0" * 32}) != tree_md5(md5s)
+
+
+# --- params.yaml `registry:` --------------------------------------------------------------------
+
+BASE = {"data": {"datasets": ["digits"]}}
+
+
+def test_registry_section_is_optional_with_documented_defaults():
+    registry = parse_params(BASE).registry
+    assert registry.metric == "test_accuracy"
+    assert registry.min_improvement == 0.0
+    assert registry.require_beat_baseline is True
+    assert registry.stages == {}
+    assert registry.artifact_name("fashion_mnist") == "fashion-mnist-classifier"
+    assert not registry.lower_is_better()
+    assert registry.lower_is_better("test_loss")
+
+
+def test_registry_artifact_names_come_from_params():
+    params = parse_params({**BASE, "registry": {"artifacts": {"digits": "tiny-digits"}}})
+    assert params.registry.artifact_name("digits") == "tiny-digits"
+
+
+@pytest.mark.parametrize(
+    ("registry", "message"),
+    [
+        (
+            {"metrc": "test_loss"},
+            "registry.metrc: unknown key (did you mean 'metric'?); allowed keys under registry:",
+        ),
+        ({"stages": {"production": {}}}, "registry.stages.production"),
+        ({"min_improvement": -0.1}, "registry.min_improvement = -0.1: Input should be greater"),
+        ({"artifacts": {"digits": "Digits_Model"}}, "registry.artifacts.digits = 'Digits_Model'"),
+        ({"artifacts": {"cifar": "cifar-model"}}, "unknown dataset 'cifar'"),
+        (
+            {"artifacts": {"digits": "same", "mnist": "same"}},
+            "gives two datasets the same artifact name",
+        ),
+        ({"stages": {"prod": {"test_accuracy": "high"}}}, "registry.stages.prod.test_accuracy"),
+    ],
+)
+def test_registry_mistakes_name_the_key(registry, message):
+    with pytest.raises(ParamsError) as error:
+        parse_params({**BASE, "registry": registry})
+    assert message in str(error.value)
+
+
+# --- the select stage ---------------------------------------------------------------------------
+
+
+def write_experiment(root, name, *, model, accuracy, loss, keras=False):
+    (root / "metrics").mkdir(exist_ok=True)
+    metrics = {
+        "test_accuracy": accuracy,
+        "test_loss": loss,
+        "macro_f1": accuracy - 0.01,
+        "model": model,
+        "dataset": "digits",
+    }
+    (root / "metrics" / f"{name}.json").write_text(json.dumps(metrics))
+    directory = root / "models" / name
+    directory.mkdir(parents=True)
+    if keras:
+        (directory / "best.keras").write_bytes(f"keras archive of {name}".encode())
+        summary = {"model_file": "best.keras", "tensorflow_version": "2.x", "keras_version": "3.x"}
+    else:
+        predictor = LinearPredictor(
+            coef=np.ones((10, 64), np.float32),
+            intercept=np.zeros(10, np.float32),
+            classes=np.arange(10),
+            value_max=16.0,
+        )
+        predictor.save(directory / "model.npz")
+        summary = {"model_file": "model.npz", "sklearn_version": "1.x"}
+    (directory / "train.json").write_text(json.dumps(summary))
+
+
+def select_params(metric="test_accuracy"):
+    return parse_params(
+        {
+            "data": {"datasets": ["digits"]},
+            "experiments": {
+                "digits_mlp": {"dataset": "digits", "model": {"name": "mlp", "units": [8]}},
+                "digits_sgd": {"dataset": "digits", "model": {"name": "sgd_logistic"}},
+            },
+            "registry": {"metric": metric},
+        }
+    )
+
+
+def test_select_copies_the_best_experiment_with_a_card(tmp_path):
+    write_experiment(tmp_path, "digits_mlp", model="mlp", accuracy=0.95, loss=0.2, keras=True)
+    write_experiment(tmp_path, "digits_sgd", model="sgd_logistic", accuracy=0.90, loss=0.1)
+    card = select(select_params(), "digits", root=tmp_path)
+    champion = tmp_path / "models/champions/digits"
+    assert sorted(p.name for p in champion.iterdir()) == ["card.json", "model.keras"]
+    assert (champion / "model.keras").read_bytes() == b"keras archive of digits_mlp"
+    assert json.loads((champion / "card.json").read_text()) == card
+    assert card["experiment"] == "digits_mlp"
+    assert card["artifact"] == "digits-classifier"
+    assert card["model_md5"] == hashlib.md5(b"keras archive of digits_mlp").hexdigest()
+    assert (card["metric"], card["value"]) == ("test_accuracy", 0.95)
+    assert card["params"]["model"]["units"] == [8]
+    assert [row["experiment"] for row in card["leaderboard"]] == ["digits_mlp", "digits_sgd"]
+    assert card["baseline"]["experiment"] == "digits_sgd"
+    assert card["versions"]["trained_with"] == {"tensorflow_version": "2.x", "keras_version": "3.x"}
+    assert "keras" in card["versions"] and "python" in card["versions"]
+
+
+def test_select_with_a_loss_metric_keeps_the_lowest_and_the_baseline_as_npz(tmp_path):
+    write_experiment(tmp_path, "digits_mlp", model="mlp", accuracy=0.95, loss=0.2, keras=True)
+    write_experiment(tmp_path, "digits_sgd", model="sgd_logistic", accuracy=0.90, loss=0.1)
+    card = select(select_params("test_loss"), "digits", root=tmp_path)
+    assert (card["experiment"], card["model_file"], card["value"]) == (
+        "digits_sgd",
+        "model.npz",
+        0.1,
+    )
+    loaded = LinearPredictor.load(tmp_path / "models/champions/digits/model.npz")
+    assert loaded.coef.shape == (10, 64)
+
+
+def test_select_refuses_when_an_experiment_was_not_evaluated(tmp_path):
+    write_experiment(tmp_path, "digits_mlp", model="mlp", accuracy=0.95, loss=0.2, keras=True)
+    with pytest.raises(AtelierError, match=r"digits_sgd\.json not found: experiment 'digits_sgd'"):
+        select(select_params(), "digits", root=tmp_path)
+    assert not (tmp_path / "models/champions").exists()
+
+
+def test_select_refuses_a_metric_the_files_do_not_have(tmp_path):
+    write_experiment(tmp_path, "digits_mlp", model="mlp", accuracy=0.95, loss=0.2, keras=True)
+    write_experiment(tmp_path, "digits_sgd", model="sgd_logistic", accuracy=0.90, loss=0.1)
+    with pytest.raises(AtelierError) as error:
+        select(select_params("top5_accuracy"), "digits", root=tmp_path)
+    assert "has no finite number under 'top5_accuracy' (params.yaml registry.metric)" in str(
+        error.value
+    )
+    assert "macro_f1, test_accuracy, test_loss" in str(error.value)
+
+
+def test_select_refuses_a_dataset_without_experiments(tmp_path):
+    with pytest.raises(AtelierError, match="No experiment in params.yaml uses dataset 'mnist'"):
+        select(select_params(), "mnist", root=tmp_path)
