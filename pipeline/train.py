@@ -271,6 +271,7 @@ def train_keras(
             epochs=experiment.epochs,
             validation_data=val_batches,
             callbacks=callbacks,
+            shuffle=False,  # the dataset reshuffles itself every epoch
             verbose=2,
         )
     elapsed = state.train_time_s()
