@@ -202,3 +202,25 @@ class IdxKit:
 @pytest.fixture
 def idx() -> IdxKit:
     return IdxKit()
+
+
+def prepare_digits(root: Path) -> None:
+    """Run the real download, preprocess and split stages for `digits` under `root`."""
+    from pipeline import paths
+    from pipeline.datasets import DIGITS
+    from pipeline.download import DownloadSettings, download
+    from pipeline.preprocess import PreprocessSettings, preprocess
+    from pipeline.split import SplitSettings, split
+
+    download(DIGITS, paths.raw_dir("digits", root), DownloadSettings())
+    preprocess(
+        DIGITS,
+        raw_dir=paths.raw_dir("digits", root),
+        out_dir=paths.prepared_dir("digits", root),
+        settings=PreprocessSettings(),
+    )
+    split(
+        prepared_dir=paths.prepared_dir("digits", root),
+        out_dir=paths.split_dir("digits", root),
+        settings=SplitSettings(),
+    )

@@ -21,17 +21,13 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import paths
 from pipeline.__main__ import main
-from pipeline.datasets import DIGITS
-from pipeline.download import DownloadSettings, download
 from pipeline.errors import AtelierError
 from pipeline.evaluate import class_slug, evaluate_experiment, load_keras_model
 from pipeline.models import LinearPredictor
 from pipeline.params import parse_params
-from pipeline.preprocess import PreprocessSettings, preprocess
-from pipeline.split import SplitSettings, split
 from pipeline.train import train_experiment
+from tests.conftest import prepare_digits
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CLASSES = [str(digit) for digit in range(10)]
@@ -79,18 +75,7 @@ def trained(tmp_path_factory) -> Path:
     """A project root with digits prepared and both experiments trained (not yet evaluated)."""
     root = tmp_path_factory.mktemp("evaluate")
     params = parse_params(params_dict())
-    download(DIGITS, paths.raw_dir("digits", root), DownloadSettings())
-    preprocess(
-        DIGITS,
-        raw_dir=paths.raw_dir("digits", root),
-        out_dir=paths.prepared_dir("digits", root),
-        settings=PreprocessSettings(),
-    )
-    split(
-        prepared_dir=paths.prepared_dir("digits", root),
-        out_dir=paths.split_dir("digits", root),
-        settings=SplitSettings(),
-    )
+    prepare_digits(root)
     for name in EXPERIMENTS:
         train_experiment(params, name, root=root)
     (root / "params.yaml").write_text(yaml.safe_dump(params_dict()))

@@ -19,21 +19,17 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import paths
-from pipeline.datasets import DIGITS
-from pipeline.download import DownloadSettings, download
 from pipeline.errors import AtelierError
 from pipeline.evaluate import evaluate_experiment
 from pipeline.params import parse_params
-from pipeline.preprocess import PreprocessSettings, preprocess
 from pipeline.report import (
     _overfitting_note,
     build_report,
     most_confused_pairs,
     plot_class_samples,
 )
-from pipeline.split import SplitSettings, split
 from pipeline.train import train_experiment
+from tests.conftest import prepare_digits
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = {
@@ -60,18 +56,7 @@ def evaluated(tmp_path_factory) -> Path:
     """A project root whose experiments are trained and evaluated (no report yet)."""
     root = tmp_path_factory.mktemp("report")
     params = parse_params(params_dict())
-    download(DIGITS, paths.raw_dir("digits", root), DownloadSettings())
-    preprocess(
-        DIGITS,
-        raw_dir=paths.raw_dir("digits", root),
-        out_dir=paths.prepared_dir("digits", root),
-        settings=PreprocessSettings(),
-    )
-    split(
-        prepared_dir=paths.prepared_dir("digits", root),
-        out_dir=paths.split_dir("digits", root),
-        settings=SplitSettings(),
-    )
+    prepare_digits(root)
     for name in EXPERIMENTS:
         train_experiment(params, name, root=root)
         evaluate_experiment(params, name, root=root)
