@@ -37,8 +37,8 @@ from flows.common import (
 )
 from pipeline import paths
 from pipeline.errors import AtelierError, ParamsError
+from pipeline.params import LOWER_IS_BETTER_SUFFIXES
 
-LOWER_IS_BETTER = ("loss", "error")
 LOCK_RETRIES = 3
 
 
@@ -157,7 +157,7 @@ def sweep_leaderboard(
         for column in dict.fromkeys([metric, "test_accuracy", "macro_f1", "train_time_s"]):
             row[column] = figures.get(column)
         rows.append(row)
-    lower = metric.endswith(LOWER_IS_BETTER)
+    lower = metric.endswith(LOWER_IS_BETTER_SUFFIXES)
     missing = float("inf") if lower else float("-inf")
 
     def rank(row: dict[str, Any]) -> float:

@@ -25,7 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for stage in ("download", "preprocess", "split"):
         sub.add_parser(stage, help=f"{stage} stage for one dataset").add_argument("dataset")
-    sub.add_parser("train", help="train one experiment").add_argument("experiment")
+    train = sub.add_parser("train", help="train one experiment")
+    train.add_argument("experiment")
+    train.add_argument(
+        "--fold", type=int, help="train on the other folds, validate on this one (split.folds)"
+    )
+    sub.add_parser(
+        "crossval", help="aggregate the fold models of one experiment (crossval.experiments)"
+    ).add_argument("experiment")
     sub.add_parser("check", help="validate params.yaml and exit")
     sub.add_parser("evaluate", help="score one experiment on the test set").add_argument(
         "experiment"
@@ -132,7 +139,11 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "train":
         from pipeline.train import train_experiment
 
-        train_experiment(params, args.experiment, root=Path("."))
+        train_experiment(params, args.experiment, root=Path("."), fold=args.fold)
+    elif args.command == "crossval":
+        from pipeline.regression import crossval_experiment
+
+        crossval_experiment(params, args.experiment, root=Path("."))
     elif args.command == "evaluate":
         from pipeline.evaluate import evaluate_experiment
 

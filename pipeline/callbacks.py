@@ -13,8 +13,6 @@ import keras
 
 from pipeline.io import atomic_write_json
 
-HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
-
 
 def mode_for(monitor: str) -> str:
     return "max" if "accuracy" in monitor else "min"
@@ -29,7 +27,8 @@ class HistoryLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        row = {"epoch": epoch + 1, **{key: float(logs[key]) for key in HISTORY_KEYS if key in logs}}
+        figures = {key: float(logs[key]) for key in self.state.keys if key in logs}
+        row = {"epoch": epoch + 1, **figures}
         self.state.epoch_done(row)
 
 

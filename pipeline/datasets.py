@@ -4,8 +4,9 @@ A source is either a local directory (a mirror, such as the one Debian's `datase
 installs) or an HTTP(S) base URL; the download stage tries them in order and keeps the first file
 whose *decompressed* payload has the pinned SHA-256 (mirrors may recompress, as Debian does).
 
-Adding a dataset is adding an entry to `CATALOG`: later kinds (tabular, multi-label) bring their
-own reader and `kind`.
+Adding a dataset is adding an entry to `CATALOG`. Each entry has a `kind` (how its rows look:
+`images` or `tabular`) and a `task` (what is learned from them: `classification` or
+`regression`); experiments are checked against the task before anything runs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from pipeline.errors import DataError
 
 @dataclass(frozen=True)
 class Arrays:
-    """What a reader returns: images as uint8 (N, H, W[, C]) and integer labels."""
+    """What a reader returns.
+
+    Images: uint8 (N, H, W[, C]) and integer labels. Tabular: float32 (N, features) and, for
+    regression, float32 targets.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -34,7 +39,7 @@ class Arrays:
 @dataclass(frozen=True)
 class FileSpec:
     name: str
-    sha256: str  # of the decompressed payload
+    sha256: str  # of the decompressed payload (the file itself when it is not `.gz`)
     size: int | None = None  # decompressed bytes, when known
 
 
@@ -45,9 +50,12 @@ class DatasetSpec:
     files: tuple[FileSpec, ...]
     sources: tuple[str, ...]
     reader: Callable[[Path], Arrays]
-    class_names: tuple[str, ...]
+    class_names: tuple[str, ...] = ()
     value_max: int = 255
     how_to_get: str = ""
+    task: str = "classification"  # or "regression"
+    feature_names: tuple[str, ...] = ()
+    target_name: str = ""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -107,6 +115,38 @@ def read_digits_csv(directory: Path) -> Arrays:
     images = table[:, :-1].astype(np.uint8).reshape(-1, 8, 8)
     labels = table[:, -1].astype(np.uint8)
     return Arrays(x_train=images, y_train=labels)
+
+
+def read_diabetes(directory: Path) -> Arrays:
+    """scikit-learn's bundled diabetes set: 442 rows, 10 raw (unscaled) features; no test set."""
+    try:
+        with open_payload(directory / "diabetes_data_raw.csv.gz") as stream:
+            features = np.loadtxt(stream, dtype=np.float64)
+        with open_payload(directory / "diabetes_target.csv.gz") as stream:
+            target = np.loadtxt(stream, dtype=np.float64)
+    except (OSError, EOFError, ValueError) as exc:
+        raise DataError(f"{directory}: cannot read the diabetes CSV files ({exc}).") from None
+    return Arrays(x_train=features.astype(np.float32), y_train=target.astype(np.float32))
+
+
+def read_boston_housing(directory: Path) -> Arrays:
+    """Keras' `boston_housing.npz`, split as `keras.datasets.boston_housing.load_data` does.
+
+    The rows are shuffled with `np.random.RandomState(seed)` and the last `test_split` of them
+    held out, with the seed tutorial's `test_split=0.2, seed=777`: 404 training, 102 test rows.
+    """
+    path = directory / "boston_housing.npz"
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            x, y = archive["x"], archive["y"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path}: cannot read the Boston housing archive ({exc}).") from None
+    extra = BOSTON_HOUSING.extra
+    indices = np.arange(len(x))
+    np.random.RandomState(extra["seed"]).shuffle(indices)
+    x, y = x[indices].astype(np.float32), y[indices].astype(np.float32)
+    cut = int(len(x) * (1 - extra["test_split"]))
+    return Arrays(x_train=x[:cut], y_train=y[:cut], x_test=x[cut:], y_test=y[cut:])
 
 
 def _sklearn_data_dir() -> str:
@@ -191,7 +231,70 @@ DIGITS = DatasetSpec(
     how_to_get="install scikit-learn, which bundles it (`make venv`)",
 )
 
-CATALOG: dict[str, DatasetSpec] = {spec.name: spec for spec in (FASHION_MNIST, MNIST, DIGITS)}
+DIABETES = DatasetSpec(
+    name="diabetes",
+    kind="tabular",
+    task="regression",
+    files=(
+        FileSpec(
+            "diabetes_data_raw.csv.gz",
+            "86badf50b4f9436ddd1e497dc0ae1b93166f8120221ee7dca4634fe849f3be7c",
+        ),
+        FileSpec(
+            "diabetes_target.csv.gz",
+            "244713a551f62a291a354212d8a048adec6cb1244b2bc44e66a0698f5006d26d",
+        ),
+    ),
+    sources=(_sklearn_data_dir(),),
+    reader=read_diabetes,
+    feature_names=("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"),
+    target_name="disease progression after one year",
+    how_to_get="install scikit-learn, which bundles it (`make venv`)",
+)
+
+BOSTON_HOUSING = DatasetSpec(
+    name="boston_housing",
+    kind="tabular",
+    task="regression",
+    files=(
+        FileSpec(
+            "boston_housing.npz",
+            "f553886a1f8d56431e820c5b82552d9d95cfcb96d1e678153f8839538947dff5",
+        ),
+    ),
+    sources=("https://storage.googleapis.com/tensorflow/tf-keras-datasets/",),
+    reader=read_boston_housing,
+    feature_names=(
+        "CRIM",
+        "ZN",
+        "INDUS",
+        "CHAS",
+        "NOX",
+        "RM",
+        "AGE",
+        "DIS",
+        "RAD",
+        "TAX",
+        "PTRATIO",
+        "B",
+        "LSTAT",
+    ),
+    target_name="median home value ($1000)",
+    how_to_get=(
+        "download boston_housing.npz (Keras' copy) into a directory and list it in params.yaml "
+        "`data.mirrors`"
+    ),
+    extra={
+        "test_split": 0.2,
+        "seed": 777,
+        "test_source": "Keras' split: last 20% of the rows shuffled with seed 777",
+    },
+)
+
+CATALOG: dict[str, DatasetSpec] = {
+    spec.name: spec for spec in (FASHION_MNIST, MNIST, DIGITS, DIABETES, BOSTON_HOUSING)
+}
+TASKS = ("classification", "regression")
 
 
 def get_dataset(name: str) -> DatasetSpec:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pipeline import paths
 from pipeline.errors import AtelierError
+from pipeline.params import LOWER_IS_BETTER_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,12 @@ def _better(key: str, delta: float) -> bool | None:
     """Whether a change of `delta` in `key` is an improvement; None for neutral counts."""
     if key in NEUTRAL:
         return None
-    if "loss" in key or key in ("train_time_s", "cv_std"):
+    if (
+        "loss" in key
+        or key.endswith(LOWER_IS_BETTER_SUFFIXES)
+        or key.endswith("_std")
+        or key == "train_time_s"
+    ):
         return delta < 0
     return delta > 0
 

@@ -217,6 +217,10 @@ def evaluate_experiment(params: Params, name: str, *, root: Path = Path(".")) ->
             f"`dvc repro train@{name}` first."
         )
     train = read_json(train_json)
+    if experiment.task == "regression":
+        from pipeline.regression import evaluate_regression
+
+        return evaluate_regression(experiment, name, train, model_dir, root)
     test = load_test_set(experiment.dataset, root)
     scores = predict_proba(model_dir, test.x, keras_model=experiment.is_keras)
     metrics = compute_metrics(test.y, scores.proba, test.class_names)
@@ -234,6 +238,7 @@ def evaluate_experiment(params: Params, name: str, *, root: Path = Path(".")) ->
         "device": str(train["device"]),
         "model": experiment.model.name,
         "dataset": experiment.dataset,
+        "task": "classification",
     }
     if scores.kind == "sgd_logistic":
         metrics |= {

@@ -1,9 +1,10 @@
 """The model zoo: a named builder for every seed architecture, sizes as parameters.
 
-Every Keras model takes raw `uint8` pixels: scaling (÷ max value) or standardisation (with
-statistics of the training rows only) is the model's first layer, so a saved model cannot be fed
-differently at serving time. The scikit-learn baseline is stored as plain arrays (`.npz`, no
-pickle) and served by `LinearPredictor`, which needs neither scikit-learn nor pickle to load.
+Every Keras model takes raw inputs — `uint8` pixels or unscaled tabular features: scaling
+(÷ max value) or standardisation (with statistics of the training rows only) is the model's first
+layer, so a saved model cannot be fed differently at serving time. The scikit-learn baseline is
+stored as plain arrays (`.npz`, no pickle) and served by `LinearPredictor`, which needs neither
+scikit-learn nor pickle to load.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from pipeline.params import (
     CNNParams,
     MLPParams,
     ModelParams,
+    RegressorParams,
     SGDLogisticParams,
     SoftmaxRegressionParams,
 )
 
-KERAS_MODELS = ("softmax_regression", "mlp", "cnn")
+KERAS_MODELS = ("softmax_regression", "mlp", "cnn", "regressor")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ class InputSpec:
     value_max: int = 255
     mean: float | None = None  # training-rows statistics, for input_scaling="standardize"
     std: float | None = None
+    # Tabular inputs: per-feature statistics of the training rows (split's standardize.json).
+    feature_mean: tuple[float, ...] | None = None
+    feature_std: tuple[float, ...] | None = None
 
 
 def build_model(params: ModelParams, spec: InputSpec, *, name: str = "model"):
@@ -45,6 +50,8 @@ def build_model(params: ModelParams, spec: InputSpec, *, name: str = "model"):
         return _mlp(params, spec, name)
     if isinstance(params, CNNParams):
         return _cnn(params, spec, name)
+    if isinstance(params, RegressorParams):
+        return _regressor(params, spec, name)
     if isinstance(params, SGDLogisticParams):
         raise AtelierError("sgd_logistic is a scikit-learn model: use fit_sgd_logistic().")
     raise AtelierError(f"Unknown model {getattr(params, 'name', params)!r}.")
@@ -129,6 +136,31 @@ def _cnn(params: CNNParams, spec: InputSpec, name: str):
     if params.dense_dropout > 0:
         x = layers.Dropout(params.dense_dropout)(x)
     return keras.Model(inputs, _head(x, spec), name=name)
+
+
+def _regressor(params: RegressorParams, spec: InputSpec, name: str):
+    import keras
+    from keras import layers
+
+    if len(spec.shape) != 1 or spec.feature_mean is None or spec.feature_std is None:
+        raise AtelierError(
+            f"Model 'regressor' needs tabular inputs with per-feature statistics; this "
+            f"dataset's rows have shape {spec.shape}."
+        )
+    inputs = keras.Input(shape=spec.shape, dtype="float32", name="features")
+    x = layers.Normalization(
+        axis=-1,
+        mean=list(spec.feature_mean),
+        variance=[std**2 for std in spec.feature_std],
+        name="standardize",
+    )(inputs)
+    dropout = params.dropout or [0.0] * len(params.units)
+    for index, (units, rate) in enumerate(zip(params.units, dropout, strict=True)):
+        x = layers.Dense(units, activation=params.activation, name=f"dense_{index}")(x)
+        if rate > 0:
+            x = layers.Dropout(rate, name=f"dropout_{index}")(x)
+    outputs = layers.Dense(1, dtype="float32", name="target")(x)
+    return keras.Model(inputs, outputs, name=name)
 
 
 # --- the scikit-learn baseline ------------------------------------------------------------------

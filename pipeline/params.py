@@ -125,6 +125,26 @@ class CNNParams(StrictModel):
     input_scaling: InputScaling = "rescale"
 
 
+class RegressorParams(StrictModel):
+    """Seed 004's regression network: Dense(64) → Dense(32) → Dense(1) on z-scored features."""
+
+    name: Literal["regressor"]
+    units: Annotated[list[PositiveInt], Field(min_length=1)] = [64, 32]
+    activation: Activation = "relu"
+    dropout: list[DropoutRate] | None = Field(
+        None, description="Dropout rate after each hidden layer (same length as units)."
+    )
+
+    @model_validator(mode="after")
+    def _dropout_matches_units(self) -> RegressorParams:
+        if self.dropout is not None and len(self.dropout) != len(self.units):
+            raise ValueError(
+                f"dropout has {len(self.dropout)} rates for {len(self.units)} hidden layers "
+                f"(units {self.units}): give one rate per layer, 0.0 for none"
+            )
+        return self
+
+
 class SGDLogisticParams(StrictModel):
     name: Literal["sgd_logistic"]
     max_iter: PositiveInt = 5
@@ -133,10 +153,19 @@ class SGDLogisticParams(StrictModel):
 
 
 ModelParams = Annotated[
-    Union[SoftmaxRegressionParams, MLPParams, CNNParams, SGDLogisticParams],  # noqa: UP007
+    Union[  # noqa: UP007
+        SoftmaxRegressionParams, MLPParams, CNNParams, RegressorParams, SGDLogisticParams
+    ],
     Field(discriminator="name"),
 ]
-MODEL_NAMES = ("softmax_regression", "mlp", "cnn", "sgd_logistic")
+MODEL_NAMES = ("softmax_regression", "mlp", "cnn", "regressor", "sgd_logistic")
+
+# What each task can learn with, and the metric Keras tracks for it besides the loss.
+TASK_MODELS = {
+    "classification": ("softmax_regression", "mlp", "cnn", "sgd_logistic"),
+    "regression": ("regressor",),
+}
+TASK_METRIC = {"classification": "accuracy", "regression": "mae"}
 
 
 class Experiment(StrictModel):
@@ -149,12 +178,35 @@ class Experiment(StrictModel):
     patience: PositiveInt | None = Field(
         None, description="Early-stopping patience in epochs; null trains every epoch."
     )
-    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    monitor: Literal["val_loss", "val_accuracy", "val_mae"] = Field(
+        "val_loss",
+        description="Picks the best epoch: val_loss, or the task's metric (val_accuracy for "
+        "classification, val_mae for regression).",
+    )
 
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, name: str) -> str:
         return _check_dataset_name(name)
+
+    @model_validator(mode="after")
+    def _model_and_monitor_fit_the_task(self) -> Experiment:
+        task = self.task
+        if self.model.name not in TASK_MODELS[task]:
+            raise ValueError(
+                f"model {self.model.name!r} does not fit dataset {self.dataset!r}, a {task} "
+                f"set; models for {task}: {', '.join(TASK_MODELS[task])}"
+            )
+        allowed = ("val_loss", f"val_{TASK_METRIC[task]}")
+        if self.monitor not in allowed:
+            raise ValueError(
+                f"monitor {self.monitor!r} is not a {task} metric; use one of {', '.join(allowed)}"
+            )
+        return self
+
+    @property
+    def task(self) -> str:
+        return CATALOG[self.dataset].task
 
     @property
     def is_keras(self) -> bool:
@@ -166,13 +218,23 @@ class Experiment(StrictModel):
 # GTO's and DVC's rule for artifact names (lower case, digits, dashes).
 ARTIFACT_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 RegistryStage = Literal["staging", "prod"]
+# Metric names ending so are better when lower (losses and regression errors).
+LOWER_IS_BETTER_SUFFIXES = ("loss", "error", "mae", "mse", "rmse")
+
+
+class RegressionRegistryParams(StrictModel):
+    """The registry rules of regression datasets (there is no baseline to beat)."""
+
+    metric: Annotated[str, Field(min_length=1)] = "test_mae"
+    stages: dict[RegistryStage, dict[str, float]] = Field(default_factory=dict)
 
 
 class RegistryParams(StrictModel):
     """Which checkpoint is a dataset's champion, and what a version must show to be promoted.
 
-    A metric whose name ends in `loss` or `error` is better when lower; every other metric is
-    better when higher. Thresholds under `stages` are minimums (maximums for loss-like metrics).
+    A metric whose name ends in `loss`, `error`, `mae`, `mse` or `rmse` is better when lower; every
+    other metric is better when higher. Thresholds under `stages` are minimums (maximums for
+    loss-like metrics).
     """
 
     metric: Annotated[str, Field(min_length=1)] = Field(
@@ -189,8 +251,10 @@ class RegistryParams(StrictModel):
     )
     artifacts: dict[str, Annotated[str, Field(pattern=ARTIFACT_NAME_PATTERN)]] = Field(
         default_factory=dict,
-        description="Registry name of each dataset's champion; default <dataset>-classifier.",
+        description="Registry name of each dataset's champion; default <dataset>-classifier "
+        "(<dataset>-regressor for regression sets).",
     )
+    regression: RegressionRegistryParams = RegressionRegistryParams()
 
     @field_validator("artifacts")
     @classmethod
@@ -204,11 +268,41 @@ class RegistryParams(StrictModel):
 
     def artifact_name(self, dataset: str) -> str:
         """The registry name of `dataset`'s champion (e.g. `fashion-mnist-classifier`)."""
-        return self.artifacts.get(dataset, dataset.replace("_", "-") + "-classifier")
+        kind = "regressor" if CATALOG[dataset].task == "regression" else "classifier"
+        return self.artifacts.get(dataset, f"{dataset.replace('_', '-')}-{kind}")
+
+    def for_dataset(self, dataset: str) -> RegistryParams:
+        """The rules that apply to `dataset`'s artifact: these, or `regression`'s for a
+        regression set (its metric and stage thresholds; no baseline rule)."""
+        if CATALOG[dataset].task != "regression":
+            return self
+        return self.model_copy(
+            update={
+                "metric": self.regression.metric,
+                "stages": self.regression.stages,
+                "require_beat_baseline": False,
+            }
+        )
 
     def lower_is_better(self, metric: str | None = None) -> bool:
         name = (metric or self.metric).lower()
-        return name.endswith("loss") or name.endswith("error")
+        return name.endswith(LOWER_IS_BETTER_SUFFIXES)
+
+
+ExperimentName = Annotated[str, Field(pattern=EXPERIMENT_NAME_PATTERN)]
+
+
+class CrossvalParams(StrictModel):
+    """K-fold cross-validation: which experiments, and the fold ids DVC's `matrix` iterates.
+
+    Each listed experiment is trained once per fold (`train_fold@<experiment>-<fold>`) on the
+    other folds of the training set and validated on its own fold (`split.folds` folds).
+    """
+
+    experiments: list[ExperimentName] = Field(default_factory=list)
+    folds: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list, description="[0, 1, ..., split.folds - 1], spelled out for DVC."
+    )
 
 
 class Params(StrictModel):
@@ -216,10 +310,42 @@ class Params(StrictModel):
     data: DataParams
     split: SplitParams = SplitParams()
     runtime: RuntimeParams = RuntimeParams()
-    experiments: dict[Annotated[str, Field(pattern=EXPERIMENT_NAME_PATTERN)], Experiment] = Field(
-        default_factory=dict
-    )
+    # Named groups of experiments; `experiments` merges the enabled ones with YAML's `<<`.
+    experiment_sets: dict[
+        Annotated[str, Field(pattern=EXPERIMENT_NAME_PATTERN)], dict[ExperimentName, Experiment]
+    ] = Field(default_factory=dict)
+    experiments: dict[ExperimentName, Experiment] = Field(default_factory=dict)
+    crossval: CrossvalParams = CrossvalParams()
     registry: RegistryParams = RegistryParams()
+
+    @model_validator(mode="after")
+    def _crossval_matches_split(self) -> Params:
+        if not self.crossval.experiments:
+            return self
+        if self.split.folds < 2:
+            raise ValueError(
+                f"crossval.experiments lists {self.crossval.experiments} but split.folds is "
+                f"{self.split.folds}: set split.folds to 2 or more"
+            )
+        expected = list(range(self.split.folds))
+        if self.crossval.folds != expected:
+            raise ValueError(
+                f"crossval.folds is {self.crossval.folds} but split.folds={self.split.folds} "
+                f"needs {expected} (DVC's matrix iterates this list): set crossval.folds to it"
+            )
+        for name in self.crossval.experiments:
+            experiment = self.experiments.get(name)
+            if experiment is None:
+                raise ValueError(
+                    f"crossval.experiments names {name!r}, which is not under `experiments` "
+                    f"({', '.join(sorted(self.experiments)) or 'none'})"
+                )
+            if not experiment.is_keras:
+                raise ValueError(
+                    f"crossval.experiments names {name!r}, a {experiment.model.name} model: "
+                    "K-fold runs Keras experiments (the baseline records its own CV scores)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _experiments_use_listed_datasets(self) -> Params:

@@ -34,6 +34,11 @@ def model_dir(experiment: str, root: Path = Path(".")) -> Path:
     return root / MODELS_DIR / experiment
 
 
+def fold_model_dir(run: str, root: Path = Path(".")) -> Path:
+    """`models/folds/<experiment>-fold<k>`: apart from `models/<experiment>`, which DVC owns."""
+    return root / MODELS_DIR / "folds" / run
+
+
 def checkpoint_dir(experiment: str, root: Path = Path(".")) -> Path:
     return root / CHECKPOINTS_DIR / experiment
 

@@ -2,8 +2,10 @@
 
 Images stay `uint8`: scaling to [0, 1] or standardisation happens inside the model, so the
 prepared copy of Fashion-MNIST is 55 MB rather than 441 MB of float64, and a saved model takes
-the same raw pixels at serving time. Datasets that publish no test set get one held out here,
-stratified and seeded, before any later stage sees the data.
+the same raw pixels at serving time. Tabular features stay raw `float32` too: their z-scores use
+statistics of the training rows only, computed by the split stage and applied by the model.
+Datasets that publish no test set get one held out here, seeded (stratified for
+classification), before any later stage sees the data.
 """
 
 from __future__ import annotations
@@ -37,16 +39,19 @@ def preprocess(
             f"(`dvc repro download@{spec.name}`)."
         )
     arrays = spec.reader(Path(raw_dir))
-    x_train, y_train = _check(arrays.x_train, arrays.y_train, spec, "train")
+    check = _check_regression if spec.task == "regression" else _check
+    x_train, y_train = check(arrays.x_train, arrays.y_train, spec, "train")
     if arrays.x_test is None:
-        x_train, y_train, x_test, y_test = _hold_out_test(x_train, y_train, settings)
+        stratify = spec.task == "classification"
+        x_train, y_train, x_test, y_test = _hold_out_test(x_train, y_train, settings, stratify)
         test_source = f"held out: test_fraction={settings.test_fraction}, seed={settings.seed}"
     else:
-        x_test, y_test = _check(arrays.x_test, arrays.y_test, spec, "test")
-        test_source = "published"
+        x_test, y_test = check(arrays.x_test, arrays.y_test, spec, "test")
+        test_source = spec.extra.get("test_source", "published")
     meta = {
         "dataset": spec.name,
         "kind": spec.kind,
+        "task": spec.task,
         "class_names": list(spec.class_names),
         "num_classes": spec.num_classes,
         "input_shape": list(x_train.shape[1:]),
@@ -55,6 +60,8 @@ def preprocess(
         "n_test": int(len(x_test)),
         "test_source": test_source,
     }
+    if spec.kind == "tabular":
+        meta |= {"feature_names": list(spec.feature_names), "target_name": spec.target_name}
     with atomic_dir(out_dir) as staging:
         for name, array in (
             ("x_train", x_train),
@@ -84,10 +91,31 @@ def _check(x: np.ndarray, y: np.ndarray | None, spec: DatasetSpec, part: str):
     return x, labels
 
 
-def _hold_out_test(x: np.ndarray, y: np.ndarray, settings: PreprocessSettings):
+def _check_regression(x: np.ndarray, y: np.ndarray | None, spec: DatasetSpec, part: str):
+    if y is None or len(x) != len(y):
+        raise DataError(
+            f"{spec.name}: {part} features and targets differ in length "
+            f"({len(x)} vs {None if y is None else len(y)}); the raw files do not belong together."
+        )
+    if x.ndim != 2 or x.shape[1] != len(spec.feature_names):
+        raise DataError(
+            f"{spec.name}: {part} features have shape {x.shape}, expected "
+            f"(rows, {len(spec.feature_names)}) for {', '.join(spec.feature_names)}."
+        )
+    x, y = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise DataError(f"{spec.name}: {part} rows hold NaN or infinite values.")
+    return x, y
+
+
+def _hold_out_test(x: np.ndarray, y: np.ndarray, settings: PreprocessSettings, stratify: bool):
     from sklearn.model_selection import train_test_split
 
     x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=settings.test_fraction, random_state=settings.seed, stratify=y
+        x,
+        y,
+        test_size=settings.test_fraction,
+        random_state=settings.seed,
+        stratify=y if stratify else None,
     )
     return x_train, y_train, x_test, y_test

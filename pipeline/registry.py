@@ -363,7 +363,7 @@ class Registry:
         its card (experiment, model, `PRIMARY_METRICS` and the ranking metric).
         """
         names = [artifact] if artifact else sorted(self.artifacts)
-        primary = {*PRIMARY_METRICS, self.params.registry.metric}
+        primary = {*PRIMARY_METRICS, self.params.registry.metric, "test_mae", "test_rmse"}
         result = {}
         for name in names:
             versions = self.versions(name)
@@ -494,7 +494,7 @@ class Registry:
         rules = check_rules(
             self.card(target),
             stage=stage,
-            rules=self.params.registry,
+            rules=self.params.registry.for_dataset(self.dataset_of(artifact)),
             holder_card=self.card(holder) if holder else None,
             holder_version=holder.version if holder else None,
         )

@@ -3,13 +3,17 @@
 Reads only what earlier stages wrote — `metrics/<experiment>.json`, `plots/<experiment>/` and each
 dataset's training images (for the sample grids) — and writes `reports/`:
 
-- `report.md`: a leaderboard sorted by test accuracy, with the scikit-learn baseline marked and
-  every network's margin over the baseline of the same dataset; per experiment its training
-  curves (train vs validation, the over-fitting check the seeds teach), confusion matrix, the
-  class pairs most often confused, a grid of misclassified test images and the classification
-  report; a sample grid of each dataset's classes.
-- the PNGs it links, and `curves/{accuracy,loss}/<experiment>.csv` (epoch, train, validation),
-  which `dvc.yaml` declares as plots so that `dvc plots diff` overlays revisions.
+- `report.md`: two leaderboards — classification sorted by test accuracy, with the
+  scikit-learn baseline marked and every network's margin over the baseline of the same dataset;
+  regression sorted by test MAE, with the K-fold figures of cross-validated experiments — then
+  per experiment its training curves (train vs validation, the over-fitting check the seeds
+  teach); for classifiers the confusion matrix, the class pairs most often confused, a grid of
+  misclassified test images and the classification report; for regressors predicted-vs-actual
+  and residual plots; a description of each dataset (a sample grid of image classes).
+- the PNGs it links, and the plot data `dvc.yaml` declares so that `dvc plots diff` overlays
+  revisions: `curves/{accuracy,mae,loss}/<experiment>.csv` (epoch, train, validation),
+  `confusion/<experiment>.csv` (actual, predicted) and `predictions/<experiment>.csv` (actual,
+  predicted, residual).
 
 Figures are drawn with matplotlib's Agg canvas (no display, no pyplot state). This module never
 imports TensorFlow (nor does `pipeline.evaluate` at import time), so the report takes seconds.
@@ -54,26 +58,49 @@ class ExperimentResult:
     def accuracy(self) -> float:
         return float(self.metrics["test_accuracy"])
 
+    @property
+    def task(self) -> str:
+        return str(self.metrics.get("task", "classification"))
+
+    def sort_key(self) -> tuple:
+        if self.task == "regression":
+            return (1, float(self.metrics["test_mae"]), self.name)
+        return (0, -self.accuracy, self.name)
+
+
+# Figures the seed tutorials report, shown beside the pipeline's own.
+SEED_REFERENCE = {
+    "boston_housing": "seed 004: test MAE 2.26 with one model, 2.05 as the mean of 3 folds",
+    "mnist": "seed 004: accuracy ≈ 0.97 (Dense 64-32)",
+}
+
 
 # --- figures ------------------------------------------------------------------------------------
 
 
-def plot_curves(history: list[dict], path: Path, *, title: str, best_epoch: int | None) -> None:
-    """Train vs validation accuracy and loss per epoch, the best epoch marked."""
+def plot_curves(
+    history: list[dict],
+    path: Path,
+    *,
+    title: str,
+    best_epoch: int | None,
+    metric: str = "accuracy",
+) -> None:
+    """Train vs validation `metric` and loss per epoch, the best epoch marked."""
     epochs = [int(row["epoch"]) for row in history]
     figure = new_figure(10, 3.8)
-    for index, metric in enumerate(("accuracy", "loss")):
+    for index, shown in enumerate((metric, "loss")):
         axes = figure.add_subplot(1, 2, index + 1)
         for prefix, label, style in (("", "train", "-"), ("val_", "validation", "--")):
-            values = [float(row[prefix + metric]) for row in history]
+            values = [float(row[prefix + shown]) for row in history]
             axes.plot(epochs, values, style, marker="o", markersize=3, label=label)
         if best_epoch:
             axes.axvline(
                 best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})"
             )
         axes.set_xlabel("epoch")
-        axes.set_ylabel(metric)
-        axes.set_title(f"{title}: {metric}")
+        axes.set_ylabel(shown)
+        axes.set_title(f"{title}: {shown}")
         axes.grid(alpha=0.3)
         axes.legend()
         if len(epochs) <= 20:
@@ -256,7 +283,7 @@ def load_results(params: Params, root: Path) -> list[ExperimentResult]:
         )
     if not results:
         raise AtelierError("params.yaml defines no experiments: there is nothing to report.")
-    return sorted(results, key=lambda result: (-result.accuracy, result.name))
+    return sorted(results, key=ExperimentResult.sort_key)
 
 
 def baselines_by_dataset(results: list[ExperimentResult]) -> dict[str, ExperimentResult]:
@@ -303,10 +330,11 @@ def build_report(params: Params, *, root: Path = Path(".")) -> Path:
     """Write `reports/` (report.md, figures, curve CSVs) for every experiment; return report.md."""
     results = load_results(params, root)
     baselines = baselines_by_dataset(results)
+    classifiers = [result for result in results if result.task != "regression"]
+    regressors = [result for result in results if result.task == "regression"]
     datasets = sorted({result.metrics["dataset"] for result in results})
     out_dir = root / paths.REPORTS_DIR
     with atomic_dir(out_dir) as staging:
-        plot_leaderboard(results, staging / "leaderboard.png")
         lines = [
             "# Atelier report",
             "",
@@ -315,15 +343,26 @@ def build_report(params: Params, *, root: Path = Path(".")) -> Path:
             "Regenerate with `dvc repro`; compare revisions with `dvc metrics diff <rev>` and "
             "`dvc plots diff <rev>`.",
             "",
-            "## Leaderboard",
-            "",
-            *_leaderboard_table(results, baselines),
-            "",
-            "![Test accuracy by experiment](leaderboard.png)",
-            "",
-            "## Datasets",
-            "",
         ]
+        if classifiers:
+            plot_leaderboard(classifiers, staging / "leaderboard.png")
+            lines += [
+                "## Leaderboard: classification",
+                "",
+                *_leaderboard_table(classifiers, baselines),
+                "",
+                "![Test accuracy by experiment](leaderboard.png)",
+                "",
+            ]
+        if regressors:
+            lines += [
+                "## Leaderboard: regression",
+                "",
+                *_regression_table(regressors),
+                "",
+                *_crossval_section(params, regressors, root),
+            ]
+        lines += ["## Datasets", ""]
         for dataset in datasets:
             lines += _dataset_section(dataset, root, staging)
         lines += ["## Experiments", ""]
@@ -381,6 +420,60 @@ def _leaderboard_table(results, baselines) -> list[str]:
     return rows
 
 
+def _regression_table(results: list[ExperimentResult]) -> list[str]:
+    rows = [
+        "| # | experiment | dataset | model | parameters | epochs (best) | test MAE | test RMSE "
+        "| test R² | validation MAE | training time |",
+        "|--:|---|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for rank, result in enumerate(results, start=1):
+        m = result.metrics
+        name = f"**{result.name}**" if rank == 1 else result.name
+        rows.append(
+            f"| {rank} | {name} | {m['dataset']} | {m['model']} | {int(m['params_count']):,} "
+            f"| {m['epochs_run']} ({m['best_epoch']}) | {m['test_mae']:.4f} | {m['test_rmse']:.4f} "
+            f"| {m['test_r2']:.4f} | {m['val_mae']:.4f} | {_seconds(m['train_time_s'])} |"
+        )
+    references = sorted({r.metrics["dataset"] for r in results} & set(SEED_REFERENCE))
+    if references:
+        rows += ["", *(f"Reference for {ds}: {SEED_REFERENCE[ds]}." for ds in references)]
+    return rows
+
+
+def _crossval_section(params: Params, results: list[ExperimentResult], root: Path) -> list[str]:
+    """K-fold figures of the cross-validated experiments (`crossval@<experiment>`)."""
+    rows = []
+    for result in results:
+        path = root / paths.METRICS_DIR / "crossval" / f"{result.name}.json"
+        if result.name not in params.crossval.experiments or not path.is_file():
+            continue
+        cv = read_json(path)
+        folds = ", ".join(
+            f"{cv[f'fold{k}_test_mae']:.3f}"
+            for k in range(int(cv["folds"]))
+            if f"fold{k}_test_mae" in cv
+        )
+        rows.append(
+            f"| {result.name} | {cv['folds']} | {cv['val_mae_mean']:.4f} ± {cv['val_mae_std']:.4f} "
+            f"| {cv['test_mae_mean']:.4f} ± {cv['test_mae_std']:.4f} | {folds} "
+            f"| {cv['ensemble_test_mae']:.4f} | {result.metrics['test_mae']:.4f} |"
+        )
+    if not rows:
+        return []
+    return [
+        "### K-fold cross-validation",
+        "",
+        "Each fold model is trained on the other folds of the training set and validated on its "
+        "own; all are scored on the same test set.",
+        "",
+        "| experiment | folds | validation MAE (mean ± std) | test MAE (mean ± std) "
+        "| test MAE per fold | test MAE of the averaged prediction | test MAE, one model |",
+        "|---|--:|--:|--:|---|--:|--:|",
+        *rows,
+        "",
+    ]
+
+
 def _seconds(value: float) -> str:
     value = float(value)
     return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
@@ -392,6 +485,18 @@ def _dataset_section(dataset: str, root: Path, staging: Path) -> list[str]:
     if not (meta_path.is_file() and (prepared / "x_train.npy").is_file()):
         return [f"### {dataset}", "", f"(no prepared data under {prepared})", ""]
     meta = read_json(meta_path)
+    if meta.get("kind") == "tabular":
+        features = ", ".join(meta.get("feature_names", []))
+        target = meta.get("target_name") or "the target"
+        return [
+            f"### {dataset}",
+            "",
+            f"{meta['n_train']:,} training and {meta['n_test']:,} test rows of "
+            f"{meta['input_shape'][0]} features ({features}); the model predicts {target}. "
+            f"Test set: {meta['test_source']}. Features are z-scored with the mean and standard "
+            "deviation of the training rows only (data/split/<dataset>/standardize.json).",
+            "",
+        ]
     x = np.load(prepared / "x_train.npy", mmap_mode="r")
     y = np.load(prepared / "y_train.npy")
     figure_name = f"samples_{dataset}.png"
@@ -416,7 +521,62 @@ def _dataset_section(dataset: str, root: Path, staging: Path) -> list[str]:
     ]
 
 
+def _regression_section(result: ExperimentResult, staging: Path) -> list[str]:
+    metrics, name = result.metrics, result.name
+    lines = [
+        f"### {name}",
+        "",
+        f"Model `{metrics['model']}` on `{metrics['dataset']}`: test MAE "
+        f"**{metrics['test_mae']:.4f}**, RMSE {metrics['test_rmse']:.4f}, R² "
+        f"{metrics['test_r2']:.4f}; validation MAE {metrics['val_mae']:.4f}; "
+        f"{int(metrics['params_count']):,} parameters, trained in "
+        f"{_seconds(metrics['train_time_s'])} on {metrics['device']}.",
+        "",
+    ]
+    lines += _curves(result, staging, metric="mae")
+    predictions = result.plots_dir / "predictions.csv"
+    if predictions.is_file():
+        shutil.copyfile(predictions, _parent(staging / "predictions" / f"{name}.csv"))
+    for figure, caption in (("scatter", "predicted vs actual"), ("residuals", "residuals")):
+        source = result.plots_dir / f"{figure}.png"
+        if source.is_file():
+            shutil.copyfile(source, staging / f"{name}_{figure}.png")
+            lines += [f"![{name} {caption}]({name}_{figure}.png)", ""]
+    return lines
+
+
+def _parent(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _curves(result: ExperimentResult, staging: Path, *, metric: str) -> list[str]:
+    name, metrics = result.name, result.metrics
+    history = _read_history(result.plots_dir / "history.csv")
+    if not history:
+        return []
+    figure_name = f"{name}_curves.png"
+    plot_curves(
+        history,
+        staging / figure_name,
+        title=name,
+        best_epoch=int(metrics["best_epoch"]),
+        metric=metric,
+    )
+    _write_curve_csvs(history, staging / "curves", name, metric)
+    return [
+        "#### Training curves",
+        "",
+        _overfitting_note(history, metrics, metric),
+        "",
+        f"![{name} training curves]({figure_name})",
+        "",
+    ]
+
+
 def _experiment_section(result, baselines, root: Path, staging: Path) -> list[str]:
+    if result.task == "regression":
+        return _regression_section(result, staging)
     metrics, name = result.metrics, result.name
     lines = [
         f"### {name}",
@@ -435,16 +595,10 @@ def _experiment_section(result, baselines, root: Path, staging: Path) -> list[st
             "",
         ]
 
-    history = _read_history(result.plots_dir / "history.csv")
-    if history:
-        figure_name = f"{name}_curves.png"
-        plot_curves(
-            history, staging / figure_name, title=name, best_epoch=int(metrics["best_epoch"])
-        )
-        _write_curve_csvs(history, staging / "curves", name)
-        lines += ["#### Training curves", "", _overfitting_note(history, metrics), ""]
-        lines += [f"![{name} training curves]({figure_name})", ""]
-
+    lines += _curves(result, staging, metric="accuracy")
+    confusion_csv = result.plots_dir / "confusion.csv"
+    if confusion_csv.is_file():
+        shutil.copyfile(confusion_csv, _parent(staging / "confusion" / f"{name}.csv"))
     confusion_png = result.plots_dir / "confusion.png"
     misclassified = result.plots_dir / "misclassified.npz"
     if confusion_png.is_file():
@@ -466,17 +620,20 @@ def _experiment_section(result, baselines, root: Path, staging: Path) -> list[st
     return lines
 
 
-def _overfitting_note(history: list[dict], metrics: dict) -> str:
+def _overfitting_note(history: list[dict], metrics: dict, metric: str = "accuracy") -> str:
     """One sentence on the train/validation gap and whether validation loss rose after the best."""
     last = history[-1]
-    gap = (float(last["accuracy"]) - float(last["val_accuracy"])) * 100
     best = int(metrics["best_epoch"])
     after = [float(row["val_loss"]) for row in history if int(row["epoch"]) > best]
     best_loss = float(history[best - 1]["val_loss"]) if 0 < best <= len(history) else None
+    train, val = float(last[metric]), float(last["val_" + metric])
+    gap = (
+        f"gap {(train - val) * 100:+.2f} pp" if metric == "accuracy" else f"gap {val - train:+.4g}"
+    )
+    label = "MAE" if metric == "mae" else metric
     text = (
         f"Best epoch {best} of {len(history)} (the checkpoint kept). At the last epoch train "
-        f"accuracy is {float(last['accuracy']):.4f} and validation accuracy "
-        f"{float(last['val_accuracy']):.4f} (gap {gap:+.2f} pp)."
+        f"{label} is {train:.4f} and validation {label} {val:.4f} ({gap})."
     )
     if after and best_loss is not None and max(after) > best_loss:
         text += (
@@ -487,14 +644,14 @@ def _overfitting_note(history: list[dict], metrics: dict) -> str:
     return text
 
 
-def _write_curve_csvs(history: list[dict], curves_dir: Path, name: str) -> None:
-    for metric in ("accuracy", "loss"):
+def _write_curve_csvs(history: list[dict], curves_dir: Path, name: str, metric: str) -> None:
+    for shown in (metric, "loss"):
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["epoch", "train", "validation"])
         for row in history:
-            writer.writerow([row["epoch"], row[metric], row["val_" + metric]])
-        atomic_write_bytes(curves_dir / metric / f"{name}.csv", buffer.getvalue().encode())
+            writer.writerow([row["epoch"], row[shown], row["val_" + shown]])
+        atomic_write_bytes(curves_dir / shown / f"{name}.csv", buffer.getvalue().encode())
 
 
 def _mistakes(name: str, path: Path, dataset: str, root: Path, staging: Path) -> list[str]:

@@ -49,8 +49,9 @@ def select(params: Params, dataset: str, *, root: Path = Path(".")) -> dict:
         AtelierError: the dataset has no experiments, or one of them has no metrics file or
             no value for `registry.metric` (its evaluate stage has not run).
     """
-    metric = params.registry.metric
-    lower_is_better = params.registry.lower_is_better()
+    rules = params.registry.for_dataset(dataset)
+    metric = rules.metric
+    lower_is_better = rules.lower_is_better()
     names = sorted(name for name, exp in params.experiments.items() if exp.dataset == dataset)
     if not names:
         raise AtelierError(

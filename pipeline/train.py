@@ -2,11 +2,16 @@
 
 Outputs, in `models/<experiment>/`:
 - `best.keras` — the best epoch by `monitor` (Keras models) or `model.npz` (the SGD baseline);
-- `history.csv` — per-epoch train/validation loss and accuracy;
+- `history.csv` — per-epoch train/validation loss and the task's metric (accuracy for
+  classification, MAE for regression);
 - `train.json` — best epoch and its validation figures, epochs run, training time, parameter
   count, device, TensorFlow and Keras versions (and cross-validation scores for the baseline).
 
 DVCLive's Keras callback writes the per-epoch metrics to `live/<experiment>/` for `dvc plots`.
+
+K-fold (`train_fold@<experiment>-<k>`, `--fold k`): the same experiment trained on every fold of
+the training set but fold k and validated on fold k; its outputs go to
+`models/folds/<experiment>-fold<k>/` and `live/<experiment>-fold<k>/`.
 
 Resuming: while training, state lives in `checkpoints/<experiment>/` — Keras' `BackupAndRestore`
 backup, the best checkpoint so far (written to a temporary name, then renamed) with its monitored
@@ -33,11 +38,22 @@ import numpy as np
 from pipeline import paths
 from pipeline.errors import AtelierError, DataError
 from pipeline.io import atomic_dir, atomic_write_bytes, atomic_write_json, read_json
-from pipeline.params import Experiment, Params, RuntimeParams
+from pipeline.params import TASK_METRIC, Experiment, Params, RuntimeParams
 
 log = logging.getLogger(__name__)
 
-HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")  # classification's
+
+
+def history_keys(task: str) -> tuple[str, ...]:
+    """The per-epoch columns of `history.csv` for `task`."""
+    metric = TASK_METRIC[task]
+    return ("loss", metric, "val_loss", f"val_{metric}")
+
+
+def run_name(experiment: str, fold: int | None = None) -> str:
+    """Directory name of a run's outputs: the experiment, or `<experiment>-fold<k>`."""
+    return experiment if fold is None else f"{experiment}-fold{fold}"
 
 
 @dataclass(frozen=True)
@@ -47,10 +63,19 @@ class TrainData:
     x_val: np.ndarray
     y_val: np.ndarray
     meta: dict
+    standardize: dict | None = None  # tabular: the split stage's per-feature statistics
+
+    @property
+    def task(self) -> str:
+        return self.meta.get("task", "classification")
 
 
-def load_train_data(dataset: str, root: Path) -> TrainData:
-    """The training and validation rows of `dataset` (the test set is not opened)."""
+def load_train_data(dataset: str, root: Path, fold: int | None = None) -> TrainData:
+    """The training and validation rows of `dataset` (the test set is not opened).
+
+    With `fold`, the validation rows are that fold of the split stage's K-fold assignment and
+    the training rows every other fold.
+    """
     prepared, split = paths.prepared_dir(dataset, root), paths.split_dir(dataset, root)
     needed = [prepared / "x_train.npy", prepared / "meta.json", split / "train_idx.npy"]
     missing = [str(path) for path in needed if not path.is_file()]
@@ -61,21 +86,47 @@ def load_train_data(dataset: str, root: Path) -> TrainData:
         )
     x = np.load(prepared / "x_train.npy", mmap_mode="r")
     y = np.load(prepared / "y_train.npy")
-    train_idx, val_idx = np.load(split / "train_idx.npy"), np.load(split / "val_idx.npy")
+    if fold is None:
+        train_idx, val_idx = np.load(split / "train_idx.npy"), np.load(split / "val_idx.npy")
+    else:
+        folds_path = split / "folds.npy"
+        if not folds_path.is_file():
+            raise DataError(
+                f"{folds_path} does not exist: set split.folds (2 or more) in params.yaml and "
+                f"run `dvc repro split@{dataset}`."
+            )
+        fold_of = np.load(folds_path)
+        if fold not in set(fold_of.tolist()):
+            raise DataError(
+                f"Fold {fold} does not exist: {dataset!r} is split into {int(fold_of.max()) + 1} "
+                "folds (split.folds); fold ids start at 0."
+            )
+        train_idx, val_idx = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+    standardize_path = split / "standardize.json"
     return TrainData(
         x_train=np.ascontiguousarray(x[train_idx]),
         y_train=y[train_idx],
         x_val=np.ascontiguousarray(x[val_idx]),
         y_val=y[val_idx],
         meta=read_json(prepared / "meta.json"),
+        standardize=read_json(standardize_path) if standardize_path.is_file() else None,
     )
 
 
-def train_experiment(params: Params, name: str, *, root: Path = Path(".")) -> dict:
-    """Train experiment `name` of `params`; write its outputs; return the `train.json` summary."""
+def train_experiment(
+    params: Params, name: str, *, root: Path = Path("."), fold: int | None = None
+) -> dict:
+    """Train experiment `name` of `params` (on `fold`'s training rows when given); write its
+    outputs; return the `train.json` summary."""
     experiment = params.experiment(name)
-    data = load_train_data(experiment.dataset, root)
-    out_dir = paths.model_dir(name, root)
+    if fold is not None and not experiment.is_keras:
+        raise AtelierError(
+            f"Experiment {name!r} is a {experiment.model.name} model: K-fold training is for "
+            "Keras experiments (the baseline records its own cross-validation scores)."
+        )
+    data = load_train_data(experiment.dataset, root, fold)
+    run = run_name(name, fold)
+    out_dir = paths.model_dir(name, root) if fold is None else paths.fold_model_dir(run, root)
     if experiment.model.name == "sgd_logistic":
         return _train_sgd(
             experiment,
@@ -91,8 +142,9 @@ def train_experiment(params: Params, name: str, *, root: Path = Path(".")) -> di
         seed=params.base.seed,
         runtime=params.runtime,
         out_dir=out_dir,
-        checkpoint_dir=paths.checkpoint_dir(name, root),
-        live_dir=paths.live_dir(name, root),
+        checkpoint_dir=paths.checkpoint_dir(run, root),
+        live_dir=paths.live_dir(run, root),
+        fold=fold,
     )
 
 
@@ -183,9 +235,9 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def _fingerprint(experiment: Experiment, seed: int, data: TrainData) -> str:
+def _fingerprint(experiment: Experiment, seed: int, data: TrainData, fold: int | None) -> str:
     payload = json.dumps(
-        {"experiment": experiment.model_dump(), "seed": seed, "n": len(data.y_train)},
+        {"experiment": experiment.model_dump(), "seed": seed, "n": len(data.y_train), "fold": fold},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -201,6 +253,7 @@ def train_keras(
     out_dir: Path,
     checkpoint_dir: Path,
     live_dir: Path,
+    fold: int | None = None,
 ) -> dict:
     if experiment.batch_size > len(data.y_train):
         raise AtelierError(
@@ -214,24 +267,36 @@ def train_keras(
     device = configure_device(runtime)
     _seed_everything(seed, runtime.deterministic)
 
+    task = data.task
+    if task != experiment.task:
+        raise DataError(
+            f"data/prepared/{experiment.dataset} holds a {task} set but the catalog says "
+            f"{experiment.task}: re-run `dvc repro preprocess@{experiment.dataset}`."
+        )
     spec = InputSpec(
         shape=tuple(data.x_train.shape[1:]),
         num_classes=int(data.meta["num_classes"]),
         value_max=int(data.meta["value_max"]),
         mean=float(data.x_train.mean()),
         std=float(data.x_train.std()) or 1.0,
+        feature_mean=tuple(data.standardize["mean"]) if data.standardize else None,
+        feature_std=tuple(data.standardize["std"]) if data.standardize else None,
     )
+    metric = TASK_METRIC[task]
+    loss = "mse" if task == "regression" else "sparse_categorical_crossentropy"
     strategy = tf.distribute.MirroredStrategy() if device["gpus"] > 1 else None
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = build_model(experiment.model, spec, name=name)
         model.compile(
             optimizer=_optimizer(experiment),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
+            loss=loss,
+            metrics=[metric],
             steps_per_execution=runtime.steps_per_execution,
         )
     # Only once the model is known to fit the data: a refused model leaves no resume state.
-    state = _ResumeState(checkpoint_dir, _fingerprint(experiment, seed, data))
+    state = _ResumeState(
+        checkpoint_dir, _fingerprint(experiment, seed, data, fold), keys=history_keys(task)
+    )
     resuming = state.start()
 
     from dvclive import Live
@@ -295,10 +360,11 @@ def train_keras(
         "epochs_run": len(history),
         "epochs_max": experiment.epochs,
         "val_loss": float(best_row["val_loss"]),
-        "val_accuracy": float(best_row["val_accuracy"]),
+        f"val_{metric}": float(best_row[f"val_{metric}"]),
         "train_time_s": round(elapsed, 3),
         "params_count": int(model.count_params()),
         "resumed": resuming,
+        **({} if fold is None else {"fold": fold, "n_train": len(data.y_train)}),
         **device,
         **_versions(keras_too=True),
     }
@@ -310,13 +376,14 @@ def train_keras(
         shutil.copytree(state.live_dir, staging, dirs_exist_ok=True)
     state.finish()
     log.info(
-        "%s: best epoch %d of %d, %s=%.4f, val_accuracy=%.4f, %.1f s",
-        name,
+        "%s: best epoch %d of %d, %s=%.4f, val_%s=%.4f, %.1f s",
+        run_name(name, fold),
         best["epoch"],
         len(history),
         experiment.monitor,
         best["value"],
-        summary["val_accuracy"],
+        metric,
+        summary[f"val_{metric}"],
         elapsed,
     )
     return summary
@@ -388,9 +455,10 @@ def _versions(*, keras_too: bool) -> dict:
 class _ResumeState:
     """Files under `checkpoints/<experiment>/` that let a killed run resume."""
 
-    def __init__(self, directory: Path, fingerprint: str):
+    def __init__(self, directory: Path, fingerprint: str, keys: tuple[str, ...] = HISTORY_KEYS):
         self.directory = Path(directory)
         self.fingerprint = fingerprint
+        self.keys = keys
         self.backup_dir = self.directory / "backup"
         self.live_dir = self.directory / "live"
         self.best_model_path = self.directory / "best.keras"
@@ -415,10 +483,10 @@ class _ResumeState:
         """Record one finished epoch's figures and the training time spent so far."""
         rows = [r for r in self.history() if int(r["epoch"]) < row["epoch"]] + [row]
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["epoch", *HISTORY_KEYS])
+        writer = csv.DictWriter(buffer, fieldnames=["epoch", *self.keys])
         writer.writeheader()
         for item in rows:
-            writer.writerow({key: item.get(key, "") for key in ["epoch", *HISTORY_KEYS]})
+            writer.writerow({key: item.get(key, "") for key in ["epoch", *self.keys]})
         atomic_write_bytes(self.history_path, buffer.getvalue().encode())
         status = read_json(self.status_path)
         now = time.perf_counter()

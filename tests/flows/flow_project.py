@@ -75,6 +75,7 @@ def make_project(
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     params["data"]["datasets"] = ["digits"]
     params["experiments"] = experiments if experiments is not None else TINY_EXPERIMENTS
+    params["crossval"] = {"experiments": [], "folds": []}  # no K-fold runs
     (destination / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(destination, "git", "init", "--quiet")
     run(destination, "git", "config", "user.name", "Atelier Test")

@@ -47,6 +47,7 @@ def write_params(root: Path, experiments: dict) -> None:
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     params["data"]["datasets"] = ["digits"]
     params["experiments"] = experiments
+    params["crossval"] = {"experiments": [], "folds": []}  # no K-fold runs
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 

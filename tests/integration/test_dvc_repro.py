@@ -35,6 +35,7 @@ def make_copy(project_root, destination):
     params = yaml.safe_load((project_root / "params.yaml").read_text())
     params["data"]["datasets"] = ["digits"]
     params["experiments"] = {}
+    params["crossval"] = {"experiments": [], "folds": []}  # no K-fold runs
     (destination / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 

@@ -54,6 +54,7 @@ def make_repository(destination: Path, env: dict[str, str]) -> Path:
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     params["data"]["datasets"] = ["digits"]
     params["experiments"] = EXPERIMENTS
+    params["crossval"] = {"experiments": [], "folds": []}  # no K-fold runs
     (destination / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for command in (
         ["git", "init", "--quiet"],

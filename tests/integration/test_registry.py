@@ -103,6 +103,7 @@ def make_project(project_root: Path, tmp_path: Path, *, only_select: bool) -> Pr
         "artifacts": {"digits": ARTIFACT},
     }
     params["experiments"] = {}
+    params["crossval"] = {"experiments": [], "folds": []}  # no K-fold runs
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     project = Project(project_root, root)
     project.run("git", "init", "--quiet")
@@ -147,6 +148,7 @@ def small(project_root, tmp_path) -> Project:
     params = project.params()
     params["registry"]["require_beat_baseline"] = False
     params["experiments"] = {
+    params["crossval"] = {"experiments": [], "folds": []}  # no K-fold runs
         "digits_sgd": {"dataset": "digits", "model": {"name": "sgd_logistic"}},
         "digits_tuned": {"dataset": "digits", "model": {"name": "sgd_logistic", "alpha": 0.001}},
     }
@@ -338,6 +340,7 @@ def test_registry_lifecycle_on_the_real_pipeline(project_root, tmp_path):
     project = make_project(project_root, tmp_path, only_select=False)
     params = project.params()
     params["experiments"] = {
+    params["crossval"] = {"experiments": [], "folds": []}  # no K-fold runs
         "digits_mlp": {
             "dataset": "digits",
             "model": {"name": "mlp", "units": [64], "dropout": [0.1]},

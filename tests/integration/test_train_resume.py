@@ -72,6 +72,7 @@ def project(tmp_path_factory) -> Path:
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     params["data"]["datasets"] = ["digits"]
     params["experiments"] = {EXPERIMENT: SETTINGS}
+    params["crossval"] = {"experiments": [], "folds": []}  # no K-fold runs
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for stage in ("download", "preprocess", "split"):
         result = run_cli(root, stage, "digits")

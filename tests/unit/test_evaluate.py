@@ -62,6 +62,7 @@ COMMON_KEYS = {
     "device",
     "model",
     "dataset",
+    "task",
     *(f"{kind}_{digit}" for kind in ("precision", "recall", "f1") for digit in CLASSES),
 }
 

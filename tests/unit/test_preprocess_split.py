@@ -45,6 +45,7 @@ def test_preprocess_idx_keeps_uint8_and_writes_meta(idx, tmp_path):
     assert meta == {
         "dataset": "tiny",
         "kind": "images",
+        "task": "classification",
         "class_names": [str(digit) for digit in range(10)],
         "num_classes": 10,
         "input_shape": [28, 28],
@@ -256,7 +257,7 @@ def test_split_without_prepared_data(tmp_path):
 
 
 def test_catalog_names():
-    assert sorted(CATALOG) == ["digits", "fashion_mnist", "mnist"]
+    assert sorted(CATALOG) == ["boston_housing", "diabetes", "digits", "fashion_mnist", "mnist"]
     assert FASHION_MNIST.sources[0] == str(DEBIAN_FASHION_MNIST)
 
 

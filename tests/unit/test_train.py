@@ -51,6 +51,7 @@ def write_params(root: Path, experiments: dict) -> None:
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     params["data"]["datasets"] = ["digits"]
     params["experiments"] = experiments
+    params["crossval"] = {"experiments": [], "folds": []}  # no K-fold runs
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -152,6 +153,7 @@ def shrunk_params(experiments: dict):
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     params["data"]["datasets"] = ["digits"]
     params["experiments"] = experiments
+    params["crossval"] = {"experiments": [], "folds": []}  # no K-fold runs
     return parse_params(params)
 
 
@@ -161,7 +163,7 @@ def test_unknown_model_name_lists_the_known_ones():
 
     message = str(caught.value)
     assert "experiments.x.model.name = 'resnet50': unknown model" in message
-    assert "known models: softmax_regression, mlp, cnn, sgd_logistic" in message
+    assert "known models: softmax_regression, mlp, cnn, regressor, sgd_logistic" in message
 
 
 @pytest.mark.parametrize("epochs", [0, -3])
@@ -221,7 +223,7 @@ CLI_MISTAKES = [
         {"x": {**MLP, "model": {"name": "resnet50"}}},
         True,
         "experiments.x.model.name = 'resnet50': unknown model; known models: "
-        "softmax_regression, mlp, cnn, sgd_logistic",
+        "softmax_regression, mlp, cnn, regressor, sgd_logistic",
         id="unknown-model",
     ),
     pytest.param(
