@@ -148,7 +148,6 @@ def small(project_root, tmp_path) -> Project:
     params = project.params()
     params["registry"]["require_beat_baseline"] = False
     params["experiments"] = {
-    params["crossval"] = {"experiments": [], "folds": []}  # no K-fold runs
         "digits_sgd": {"dataset": "digits", "model": {"name": "sgd_logistic"}},
         "digits_tuned": {"dataset": "digits", "model": {"name": "sgd_logistic", "alpha": 0.001}},
     }
@@ -340,7 +339,6 @@ def test_registry_lifecycle_on_the_real_pipeline(project_root, tmp_path):
     project = make_project(project_root, tmp_path, only_select=False)
     params = project.params()
     params["experiments"] = {
-    params["crossval"] = {"experiments": [], "folds": []}  # no K-fold runs
         "digits_mlp": {
             "dataset": "digits",
             "model": {"name": "mlp", "units": [64], "dropout": [0.1]},

@@ -99,7 +99,7 @@ def test_standardisation_statistics_come_from_the_training_rows_only(diabetes_ro
     out = paths.split_dir("diabetes", diabetes_root)
     stats = json.loads((out / "standardize.json").read_text())
     x = np.load(prepared / "x_train.npy").astype(np.float64)
-    train_idx, val_idx = np.load(out / "train_idx.npy"), np.load(out / "val_idx.npy")
+    train_idx = np.load(out / "train_idx.npy")
     np.testing.assert_allclose(stats["mean"], x[train_idx].mean(axis=0))
     np.testing.assert_allclose(stats["std"], x[train_idx].std(axis=0))
     assert stats["rows"] == len(train_idx)
