@@ -1,0 +1,146 @@
+"""MNIST end to end, and the experiment-set switch that keeps it out of the default run.
+
+MNIST cannot be fetched on an offline machine, so the test serves MNIST-layout IDX files over a
+local HTTP server, listed in `data.mirrors` as a user would list a copy. The images are real
+handwritten digits — scikit-learn's bundled 8×8 digits, scaled up and padded to MNIST's 28×28 —
+so the experiments from params.yaml's `mnist` set have something to learn. Their checksums
+differ from MNIST's, so the catalog entry is pinned to the fixture's for the test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline import paths
+from pipeline.datasets import CATALOG, IDX_FILES, MNIST, FileSpec
+from pipeline.download import DownloadSettings, download
+from pipeline.params import load_params, parse_params
+from pipeline.preprocess import PreprocessSettings, preprocess
+from pipeline.split import SplitSettings, split
+
+
+def mnist_like_files(make_idx) -> dict:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.kron(digits.images, np.ones((3, 3)))  # 8×8 → 24×24
+    images = np.pad(images, ((0, 0), (2, 2), (2, 2)))  # → 28×28, a border like MNIST's
+    images = np.round(images * 255 / 16).astype(np.uint8)
+    labels = digits.target.astype(np.uint8)
+    cut = 1400
+    arrays = (images[:cut], labels[:cut], images[cut:], labels[cut:])
+    return {name: make_idx(name, array) for name, array in zip(IDX_FILES, arrays, strict=True)}
+
+
+@pytest.fixture
+def served_mnist(http_server, monkeypatch, idx):
+    files = mnist_like_files(idx.make)
+    for file in files.values():
+        http_server.serve(file.name, file.gz)
+    pinned = tuple(FileSpec(file.name, file.sha256) for file in files.values())
+    monkeypatch.setitem(CATALOG, "mnist", dataclasses.replace(MNIST, files=pinned))
+    return http_server
+
+
+def test_mnist_set_trains_and_evaluates_end_to_end(served_mnist, project_root, tmp_path):
+    from pipeline.evaluate import evaluate_experiment
+    from pipeline.train import train_experiment
+
+    raw = yaml.safe_load((project_root / "params.yaml").read_text())
+    experiment = {**raw["experiment_sets"]["mnist"]["mnist_mlp64_32"], "epochs": 4, "patience": 2}
+    raw["data"] |= {"datasets": ["mnist"], "mirrors": [served_mnist.url]}
+    raw["experiments"] = {"mnist_mlp64_32": experiment}
+    raw["crossval"] = {"experiments": [], "folds": []}
+    params = parse_params(raw)
+    spec = CATALOG["mnist"]
+
+    settings = DownloadSettings(mirrors=tuple(params.data.mirrors), retries=0, timeout_s=5)
+    download(spec, paths.raw_dir("mnist", tmp_path), settings)
+    meta = preprocess(
+        spec,
+        raw_dir=paths.raw_dir("mnist", tmp_path),
+        out_dir=paths.prepared_dir("mnist", tmp_path),
+        settings=PreprocessSettings(),
+    )
+    split(
+        prepared_dir=paths.prepared_dir("mnist", tmp_path),
+        out_dir=paths.split_dir("mnist", tmp_path),
+        settings=SplitSettings(),
+    )
+    summary = train_experiment(params, "mnist_mlp64_32", root=tmp_path)
+    metrics = evaluate_experiment(params, "mnist_mlp64_32", root=tmp_path)
+
+    assert served_mnist.requests("train-images-idx3-ubyte.gz") == 1
+    assert meta["input_shape"] == [28, 28] and meta["n_test"] == 397
+    assert summary["params_count"] == 784 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10  # seed 004
+    assert metrics["test_accuracy"] > 0.6, metrics  # chance is 0.1
+    assert json.loads((tmp_path / "metrics/mnist_mlp64_32.json").read_text()) == metrics
+
+
+def test_mnist_download_with_a_corrupt_file_fails_and_leaves_nothing(http_server, idx, tmp_path):
+    files = mnist_like_files(idx.make)
+    for file in files.values():
+        http_server.serve(file.name, file.gz)
+    # The real catalog entry: the fixture's payloads do not have MNIST's checksums.
+    settings = DownloadSettings(mirrors=(http_server.url,), retries=0, timeout_s=5)
+    out = paths.raw_dir("mnist", tmp_path)
+    with pytest.raises(Exception, match="train-images-idx3-ubyte.gz") as caught:
+        download(MNIST, out, settings)
+    assert "payload SHA-256" in str(caught.value)
+    assert not out.exists()
+
+
+def enabled(text: str, *sets: str) -> str:
+    """params.yaml with `sets` added to the merged experiment sets and their datasets listed."""
+    default = "  <<: [*fashion_mnist, *digits, *diabetes]"
+    assert default in text
+    text = text.replace(
+        default,
+        "  <<: [*fashion_mnist, *digits, *diabetes, "
+        + ", ".join(f"*{name}" for name in sets)
+        + "]",
+    )
+    old = "  datasets: [fashion_mnist, digits, diabetes]"
+    assert old in text
+    return text.replace(old, old[:-1] + ", " + ", ".join(sets) + "]")
+
+
+def test_default_run_leaves_mnist_out_and_one_switch_brings_it_in(project_root, tmp_path):
+    default = load_params(project_root / "params.yaml")
+    assert not any(exp.dataset == "mnist" for exp in default.experiments.values())
+    assert "mnist" not in default.data.datasets
+    assert {"mnist_mlp512", "mnist_mlp64_32", "mnist_cnn"} <= set(default.experiment_sets["mnist"])
+
+    (tmp_path / "params.yaml").write_text(
+        enabled((project_root / "params.yaml").read_text(), "mnist")
+    )
+    (tmp_path / "dvc.yaml").write_text((project_root / "dvc.yaml").read_text())
+    params = load_params(tmp_path / "params.yaml")
+    assert {"mnist_mlp512", "mnist_mlp64_32", "mnist_cnn"} <= set(params.experiments)
+    assert set(default.experiments) < set(params.experiments)
+
+    # DVC reads the same merge: the MNIST stages exist only once the set is enabled.
+    subprocess.run(["git", "init", "--quiet"], cwd=tmp_path, check=True)
+    subprocess.run(["dvc", "init", "--quiet"], cwd=tmp_path, check=True)
+    listed = subprocess.run(
+        ["dvc", "stage", "list", "--name-only"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert {"download@mnist", "train@mnist_cnn", "evaluate@mnist_mlp512"} <= set(listed)
+    default_stages = subprocess.run(
+        ["dvc", "stage", "list", "--name-only"],
+        cwd=project_root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert not any("mnist_" in stage or stage.endswith("@mnist") for stage in default_stages)
