@@ -169,16 +169,16 @@ def make_image_dataset(
     size = (image_size, image_size)
 
     def load(path, label):
-        data = tf.io.read_file(path)
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
         image.set_shape([None, None, 3])
         if tf.reduce_all(tf.shape(image)[:2] == size):
             image = tf.identity(image)
         else:
-            resized = tf.image.resize(image, size, method="bilinear")
-            image = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
-        image = tf.ensure_shape(image, [image_size, image_size, 3])
-        return image, label
+            # Resizing float32 is about twice as fast as resizing uint8 (measured); + 0.5 and a
+            # saturating cast round half up and clip to 0-255, as Pillow does.
+            resized = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")
+            image = tf.saturate_cast(resized + 0.5, tf.uint8)
+        return tf.ensure_shape(image, [image_size, image_size, 3]), label
 
     dataset = tf.data.Dataset.from_tensor_slices(
         (tf.constant(list(paths), dtype=tf.string), labels.astype(np.float32))
@@ -186,7 +186,11 @@ def make_image_dataset(
     if shuffle:
         dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Parallelism comes from decoding many files at once; letting each small op also fan out
+    # over the intra-op pool only adds hand-offs (measured faster on 2 cores).
+    options.threading.max_intra_op_parallelism = 1
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def load_images_python(paths: Sequence[str], image_size: int) -> np.ndarray:
