@@ -5,8 +5,13 @@ installs) or an HTTP(S) base URL; the download stage tries them in order and kee
 whose *decompressed* payload has the pinned SHA-256 (mirrors may recompress, as Debian does).
 
 Adding a dataset is adding an entry to `CATALOG`. Each entry has a `kind` (how its rows look:
-`images` or `tabular`) and a `task` (what is learned from them: `classification` or
-`regression`); experiments are checked against the task before anything runs.
+`images`, `tabular`, or `image_files` — images on disk listed in a label table) and a `task`
+(what is learned from them: `classification`, `regression` or `multilabel`); experiments are
+checked against the task before anything runs.
+
+Multi-label sets are image files plus a CSV of 0/1 label columns (the seed's apparel layout):
+`garments` is generated deterministically from the Fashion-MNIST files by the preprocess stage,
+`apparel` is a copy of the real Kaggle set that the user points `data.mirrors` at.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ class DatasetSpec:
     class_names: tuple[str, ...] = ()
     value_max: int = 255
     how_to_get: str = ""
-    task: str = "classification"  # or "regression"
+    task: str = "classification"  # or "regression", "multilabel"
     feature_names: tuple[str, ...] = ()
     target_name: str = ""
     extra: dict = field(default_factory=dict)
@@ -291,10 +296,59 @@ BOSTON_HOUSING = DatasetSpec(
     },
 )
 
+
+def read_nothing(directory: Path) -> Arrays:
+    raise DataError(f"{directory}: image-file datasets are read by the preprocess stage.")
+
+
+# The seed's apparel labels: six colours, then five items.
+APPAREL_LABELS = (
+    "black",
+    "blue",
+    "brown",
+    "green",
+    "red",
+    "white",
+    "dress",
+    "shirt",
+    "pants",
+    "shorts",
+    "shoes",
+)
+
+GARMENTS = DatasetSpec(
+    name="garments",
+    kind="image_files",
+    task="multilabel",
+    files=FASHION_MNIST.files,
+    sources=FASHION_MNIST.sources,
+    reader=read_nothing,
+    class_names=APPAREL_LABELS,
+    how_to_get=FASHION_MNIST.how_to_get + " (garments are generated from Fashion-MNIST)",
+    extra={"n_train": 6000, "n_test": 1000, "image_size": 28, "test_source": "generated"},
+)
+
+APPAREL = DatasetSpec(
+    name="apparel",
+    kind="image_files",
+    task="multilabel",
+    files=(),  # whatever labels.csv lists; no checksum can be pinned for a user's copy
+    sources=(),
+    reader=read_nothing,
+    class_names=APPAREL_LABELS,
+    how_to_get=(
+        "download the Kaggle apparel images, write labels.csv (image,black,blue,brown,green,red,"
+        "white,dress,shirt,pants,shorts,shoes; image paths relative to the CSV) next to them, "
+        "and list that directory in params.yaml `data.mirrors`"
+    ),
+    extra={"image_size": 112, "label_csv": "labels.csv"},
+)
+
 CATALOG: dict[str, DatasetSpec] = {
-    spec.name: spec for spec in (FASHION_MNIST, MNIST, DIGITS, DIABETES, BOSTON_HOUSING)
+    spec.name: spec
+    for spec in (FASHION_MNIST, MNIST, DIGITS, DIABETES, BOSTON_HOUSING, GARMENTS, APPAREL)
 }
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "multilabel")
 
 
 def get_dataset(name: str) -> DatasetSpec:

@@ -66,6 +66,8 @@ def download(spec: DatasetSpec, out_dir: Path, settings: DownloadSettings) -> Pa
         DataError: when some file could not be had from any source; the message lists each
             source tried and why it failed, and how to get the data.
     """
+    if "label_csv" in spec.extra:
+        return copy_label_table(spec, out_dir, settings)
     sources = [*settings.mirrors, *spec.sources]
     http = _pool(settings)
     try:
@@ -170,3 +172,47 @@ def _reason(exc: BaseException | None) -> str:
     if "timed out" in text.lower():
         return f"timed out ({text})"
     return text
+
+
+def copy_label_table(spec: DatasetSpec, out_dir: Path, settings: DownloadSettings) -> Path:
+    """A user's multi-label set: the first mirror directory holding `labels.csv` (directly or
+    under `<dataset>/`), checked row by row, copied with its images into `out_dir`.
+
+    The copy's `labels.csv` lists `images/<row>.<ext>`, so the dataset no longer depends on
+    where the original lived. Nothing is written unless every row is valid.
+    """
+    import csv
+    import io
+
+    from pipeline.io import atomic_write_bytes
+    from pipeline.multilabel import read_label_table
+
+    name = spec.extra["label_csv"]
+    tried = []
+    for mirror in settings.mirrors:
+        if _is_url(mirror):
+            tried.append(f"{mirror}: an HTTP mirror (this dataset is copied from a directory)")
+            continue
+        candidates = [Path(mirror) / name, Path(mirror) / spec.name / name]
+        found = next((path for path in candidates if path.is_file()), None)
+        if found is None:
+            tried.append(f"{mirror}: no {name} (nor {spec.name}/{name})")
+            continue
+        table = read_label_table(found, spec.class_names)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["image", *table.label_names])
+        with atomic_dir(out_dir) as staging:
+            (staging / "images").mkdir()
+            for row, (source, labels) in enumerate(zip(table.paths, table.labels, strict=True)):
+                target = f"images/{row:05d}{Path(source).suffix.lower()}"
+                shutil.copyfile(source, staging / target)
+                writer.writerow([target, *(int(value) for value in labels)])
+            atomic_write_bytes(staging / name, buffer.getvalue().encode())
+        log.info("%s: %d images copied from %s", spec.name, len(table), found.parent)
+        return out_dir
+    raise DataError(
+        f"Dataset {spec.name!r} has no copy in data.mirrors"
+        + ("".join(f"\n  - {line}" for line in tried) if tried else " (the list is empty)")
+        + f"\nTo fix: {spec.how_to_get}."
+    )

@@ -221,6 +221,10 @@ def evaluate_experiment(params: Params, name: str, *, root: Path = Path(".")) ->
         from pipeline.regression import evaluate_regression
 
         return evaluate_regression(experiment, name, train, model_dir, root)
+    if experiment.task == "multilabel":
+        from pipeline.evaluate_multilabel import evaluate_multilabel
+
+        return evaluate_multilabel(experiment, name, train, model_dir, root)
     test = load_test_set(experiment.dataset, root)
     scores = predict_proba(model_dir, test.x, keras_model=experiment.is_keras)
     metrics = compute_metrics(test.y, scores.proba, test.class_names)

@@ -20,12 +20,13 @@ from pipeline.params import (
     CNNParams,
     MLPParams,
     ModelParams,
+    MultilabelMLPParams,
     RegressorParams,
     SGDLogisticParams,
     SoftmaxRegressionParams,
 )
 
-KERAS_MODELS = ("softmax_regression", "mlp", "cnn", "regressor")
+KERAS_MODELS = ("softmax_regression", "mlp", "cnn", "regressor", "multilabel_mlp")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class InputSpec:
     # Tabular inputs: per-feature statistics of the training rows (split's standardize.json).
     feature_mean: tuple[float, ...] | None = None
     feature_std: tuple[float, ...] | None = None
+    # "multilabel": num_classes independent sigmoid outputs instead of one softmax.
+    task: str = "classification"
 
 
 def build_model(params: ModelParams, spec: InputSpec, *, name: str = "model"):
@@ -52,6 +55,8 @@ def build_model(params: ModelParams, spec: InputSpec, *, name: str = "model"):
         return _cnn(params, spec, name)
     if isinstance(params, RegressorParams):
         return _regressor(params, spec, name)
+    if isinstance(params, MultilabelMLPParams):
+        return _multilabel_mlp(params, spec, name)
     if isinstance(params, SGDLogisticParams):
         raise AtelierError("sgd_logistic is a scikit-learn model: use fit_sgd_logistic().")
     raise AtelierError(f"Unknown model {getattr(params, 'name', params)!r}.")
@@ -76,7 +81,11 @@ def _inputs_and_scaling(params, spec: InputSpec):
 def _head(x, spec: InputSpec):
     from keras import layers
 
-    # float32 output keeps the softmax stable under mixed precision.
+    # float32 output keeps the softmax (sigmoid) stable under mixed precision.
+    if spec.task == "multilabel":
+        return layers.Dense(spec.num_classes, activation="sigmoid", dtype="float32", name="labels")(
+            x
+        )
     return layers.Dense(spec.num_classes, activation="softmax", dtype="float32", name="classes")(x)
 
 
@@ -135,6 +144,21 @@ def _cnn(params: CNNParams, spec: InputSpec, name: str):
     x = layers.Dense(params.dense_units, activation=params.activation, name="dense")(x)
     if params.dense_dropout > 0:
         x = layers.Dropout(params.dense_dropout)(x)
+    return keras.Model(inputs, _head(x, spec), name=name)
+
+
+def _multilabel_mlp(params: MultilabelMLPParams, spec: InputSpec, name: str):
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=spec.shape, dtype="uint8", name="pixels")
+    x = layers.Rescaling(1.0 / spec.value_max, name="rescale")(inputs)
+    x = layers.Flatten()(x)
+    dropout = params.dropout or [0.0] * len(params.units)
+    for index, (units, rate) in enumerate(zip(params.units, dropout, strict=True)):
+        x = layers.Dense(units, activation=params.activation, name=f"dense_{index}")(x)
+        if rate > 0:
+            x = layers.Dropout(rate, name=f"dropout_{index}")(x)
     return keras.Model(inputs, _head(x, spec), name=name)
 
 

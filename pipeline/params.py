@@ -145,6 +145,26 @@ class RegressorParams(StrictModel):
         return self
 
 
+class MultilabelMLPParams(StrictModel):
+    """Seed 004's apparel network: Flatten → Dense(128) → Dense(64) → Dense(labels, sigmoid)."""
+
+    name: Literal["multilabel_mlp"]
+    units: Annotated[list[PositiveInt], Field(min_length=1)] = [128, 64]
+    activation: Activation = "relu"
+    dropout: list[DropoutRate] | None = Field(
+        None, description="Dropout rate after each hidden layer (same length as units)."
+    )
+
+    @model_validator(mode="after")
+    def _dropout_matches_units(self) -> MultilabelMLPParams:
+        if self.dropout is not None and len(self.dropout) != len(self.units):
+            raise ValueError(
+                f"dropout has {len(self.dropout)} rates for {len(self.units)} hidden layers "
+                f"(units {self.units}): give one rate per layer, 0.0 for none"
+            )
+        return self
+
+
 class SGDLogisticParams(StrictModel):
     name: Literal["sgd_logistic"]
     max_iter: PositiveInt = 5
@@ -154,18 +174,24 @@ class SGDLogisticParams(StrictModel):
 
 ModelParams = Annotated[
     Union[  # noqa: UP007
-        SoftmaxRegressionParams, MLPParams, CNNParams, RegressorParams, SGDLogisticParams
+        SoftmaxRegressionParams,
+        MLPParams,
+        CNNParams,
+        RegressorParams,
+        MultilabelMLPParams,
+        SGDLogisticParams,
     ],
     Field(discriminator="name"),
 ]
-MODEL_NAMES = ("softmax_regression", "mlp", "cnn", "regressor", "sgd_logistic")
+MODEL_NAMES = ("softmax_regression", "mlp", "cnn", "regressor", "multilabel_mlp", "sgd_logistic")
 
 # What each task can learn with, and the metric Keras tracks for it besides the loss.
 TASK_MODELS = {
     "classification": ("softmax_regression", "mlp", "cnn", "sgd_logistic"),
     "regression": ("regressor",),
+    "multilabel": ("multilabel_mlp", "cnn"),  # cnn with a sigmoid head
 }
-TASK_METRIC = {"classification": "accuracy", "regression": "mae"}
+TASK_METRIC = {"classification": "accuracy", "regression": "mae", "multilabel": "binary_accuracy"}
 
 
 class Experiment(StrictModel):
@@ -178,10 +204,13 @@ class Experiment(StrictModel):
     patience: PositiveInt | None = Field(
         None, description="Early-stopping patience in epochs; null trains every epoch."
     )
-    monitor: Literal["val_loss", "val_accuracy", "val_mae"] = Field(
+    monitor: Literal["val_loss", "val_accuracy", "val_mae", "val_binary_accuracy"] = Field(
         "val_loss",
         description="Picks the best epoch: val_loss, or the task's metric (val_accuracy for "
-        "classification, val_mae for regression).",
+        "classification, val_mae for regression, val_binary_accuracy for multi-label).",
+    )
+    threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        0.5, description="Multi-label: a label is predicted when its probability exceeds this."
     )
 
     @field_validator("dataset")
@@ -222,10 +251,10 @@ RegistryStage = Literal["staging", "prod"]
 LOWER_IS_BETTER_SUFFIXES = ("loss", "error", "mae", "mse", "rmse")
 
 
-class RegressionRegistryParams(StrictModel):
-    """The registry rules of regression datasets (there is no baseline to beat)."""
+class TaskRegistryParams(StrictModel):
+    """The registry rules of regression or multi-label datasets (no baseline to beat)."""
 
-    metric: Annotated[str, Field(min_length=1)] = "test_mae"
+    metric: Annotated[str, Field(min_length=1)]
     stages: dict[RegistryStage, dict[str, float]] = Field(default_factory=dict)
 
 
@@ -254,7 +283,8 @@ class RegistryParams(StrictModel):
         description="Registry name of each dataset's champion; default <dataset>-classifier "
         "(<dataset>-regressor for regression sets).",
     )
-    regression: RegressionRegistryParams = RegressionRegistryParams()
+    regression: TaskRegistryParams = TaskRegistryParams(metric="test_mae")
+    multilabel: TaskRegistryParams = TaskRegistryParams(metric="micro_f1")
 
     @field_validator("artifacts")
     @classmethod
@@ -272,16 +302,14 @@ class RegistryParams(StrictModel):
         return self.artifacts.get(dataset, f"{dataset.replace('_', '-')}-{kind}")
 
     def for_dataset(self, dataset: str) -> RegistryParams:
-        """The rules that apply to `dataset`'s artifact: these, or `regression`'s for a
-        regression set (its metric and stage thresholds; no baseline rule)."""
-        if CATALOG[dataset].task != "regression":
+        """The rules that apply to `dataset`'s artifact: these, or `regression`'s /
+        `multilabel`'s for such a set (their metric and stage thresholds; no baseline rule)."""
+        task = CATALOG[dataset].task
+        if task == "classification":
             return self
+        rules = self.regression if task == "regression" else self.multilabel
         return self.model_copy(
-            update={
-                "metric": self.regression.metric,
-                "stages": self.regression.stages,
-                "require_beat_baseline": False,
-            }
+            update={"metric": rules.metric, "stages": rules.stages, "require_beat_baseline": False}
         )
 
     def lower_is_better(self, metric: str | None = None) -> bool:

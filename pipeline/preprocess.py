@@ -11,6 +11,7 @@ classification), before any later stage sees the data.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,8 @@ def preprocess(
             f"{raw_dir} does not exist: run the download stage first "
             f"(`dvc repro download@{spec.name}`)."
         )
+    if spec.kind == "image_files":
+        return _preprocess_image_files(spec, Path(raw_dir), Path(out_dir), settings)
     arrays = spec.reader(Path(raw_dir))
     check = _check_regression if spec.task == "regression" else _check
     x_train, y_train = check(arrays.x_train, arrays.y_train, spec, "train")
@@ -119,3 +122,73 @@ def _hold_out_test(x: np.ndarray, y: np.ndarray, settings: PreprocessSettings, s
         stratify=y if stratify else None,
     )
     return x_train, y_train, x_test, y_test
+
+
+# --- multi-label image files ---------------------------------------------------------------------
+
+
+def _preprocess_image_files(
+    spec: DatasetSpec, raw_dir: Path, out_dir: Path, settings: PreprocessSettings
+) -> dict:
+    """Images stay files: `images/` plus `x_{train,test}.npy` (paths relative to `out_dir`) and
+    `y_{train,test}.npy` (N × labels, 0/1). `garments` is generated here from Fashion-MNIST;
+    a copied label table (`apparel`) is checked, and its test rows held out, seeded."""
+    from pipeline.multilabel import read_label_table
+
+    with atomic_dir(out_dir) as staging:
+        if spec.name == "garments":
+            rel_paths, labels, n_train = _generate_garments(spec, raw_dir, staging, settings)
+            test_source = spec.extra["test_source"]
+        else:
+            table = read_label_table(raw_dir / spec.extra["label_csv"], spec.class_names)
+            shutil.copytree(raw_dir / "images", staging / "images")
+            rel_paths = [str(Path(path).relative_to(raw_dir.absolute())) for path in table.paths]
+            order = np.random.default_rng(settings.seed).permutation(len(rel_paths))
+            n_train = len(order) - int(round(len(order) * settings.test_fraction))
+            rel_paths = [rel_paths[i] for i in order]
+            labels = table.labels[order]
+            test_source = f"held out: test_fraction={settings.test_fraction}, seed={settings.seed}"
+        paths_array = np.asarray(rel_paths, dtype=np.str_)
+        np.save(staging / "x_train.npy", paths_array[:n_train])
+        np.save(staging / "y_train.npy", labels[:n_train].astype(np.uint8))
+        np.save(staging / "x_test.npy", paths_array[n_train:])
+        np.save(staging / "y_test.npy", labels[n_train:].astype(np.uint8))
+        size = int(spec.extra["image_size"])
+        meta = {
+            "dataset": spec.name,
+            "kind": spec.kind,
+            "task": spec.task,
+            "class_names": list(spec.class_names),
+            "num_classes": spec.num_classes,
+            "input_shape": [size, size, 3],
+            "value_max": 255,
+            "n_train": int(n_train),
+            "n_test": int(len(paths_array) - n_train),
+            "test_source": test_source,
+            "label_counts_train": [int(v) for v in labels[:n_train].sum(axis=0)],
+        }
+        atomic_write_json(staging / "meta.json", meta)
+    log.info(
+        "%s: %d train, %d test images in %s", spec.name, meta["n_train"], meta["n_test"], out_dir
+    )
+    return meta
+
+
+def _generate_garments(spec: DatasetSpec, raw_dir: Path, staging: Path, settings):
+    """Coloured garments from Fashion-MNIST's training and test images (each to its own part)."""
+    from pipeline.datasets import read_idx_dataset
+    from pipeline.garments import LABELS, generate
+
+    if tuple(LABELS) != tuple(spec.class_names):
+        raise DataError(f"garments labels {LABELS} differ from the catalog's {spec.class_names}.")
+    arrays = read_idx_dataset(raw_dir)
+    rel_paths, labels = [], []
+    for part, x, y, n, seed in (
+        ("train", arrays.x_train, arrays.y_train, spec.extra["n_train"], settings.seed),
+        ("test", arrays.x_test, arrays.y_test, spec.extra["n_test"], settings.seed + 1),
+    ):
+        generate(x, y, staging / part, n=n, seed=seed, image_size=int(spec.extra["image_size"]))
+        table = np.loadtxt(staging / part / "labels.csv", delimiter=",", skiprows=1, dtype=str)
+        rel_paths += [f"{part}/{name}" for name in table[:, 0]]
+        labels.append(table[:, 1:].astype(np.uint8))
+    return rel_paths, np.concatenate(labels), spec.extra["n_train"]

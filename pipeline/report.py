@@ -65,6 +65,8 @@ class ExperimentResult:
     def sort_key(self) -> tuple:
         if self.task == "regression":
             return (1, float(self.metrics["test_mae"]), self.name)
+        if self.task == "multilabel":
+            return (2, -float(self.metrics["micro_f1"]), self.name)
         return (0, -self.accuracy, self.name)
 
 
@@ -330,8 +332,9 @@ def build_report(params: Params, *, root: Path = Path(".")) -> Path:
     """Write `reports/` (report.md, figures, curve CSVs) for every experiment; return report.md."""
     results = load_results(params, root)
     baselines = baselines_by_dataset(results)
-    classifiers = [result for result in results if result.task != "regression"]
+    classifiers = [result for result in results if result.task == "classification"]
     regressors = [result for result in results if result.task == "regression"]
+    taggers = [result for result in results if result.task == "multilabel"]
     datasets = sorted({result.metrics["dataset"] for result in results})
     out_dir = root / paths.REPORTS_DIR
     with atomic_dir(out_dir) as staging:
@@ -362,6 +365,8 @@ def build_report(params: Params, *, root: Path = Path(".")) -> Path:
                 "",
                 *_crossval_section(params, regressors, root),
             ]
+        if taggers:
+            lines += ["## Leaderboard: multi-label", "", *_multilabel_table(taggers), ""]
         lines += ["## Datasets", ""]
         for dataset in datasets:
             lines += _dataset_section(dataset, root, staging)
@@ -440,6 +445,69 @@ def _regression_table(results: list[ExperimentResult]) -> list[str]:
     return rows
 
 
+def _multilabel_table(results: list[ExperimentResult]) -> list[str]:
+    rows = [
+        "| # | experiment | dataset | model | parameters | epochs (best) | micro F1 | macro F1 "
+        "| subset accuracy | Hamming loss | threshold | training time |",
+        "|--:|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for rank, result in enumerate(results, start=1):
+        m = result.metrics
+        name = f"**{result.name}**" if rank == 1 else result.name
+        rows.append(
+            f"| {rank} | {name} | {m['dataset']} | {m['model']} | {int(m['params_count']):,} "
+            f"| {m['epochs_run']} ({m['best_epoch']}) | {m['micro_f1']:.4f} | {m['macro_f1']:.4f} "
+            f"| {m['subset_accuracy']:.4f} | {m['hamming_loss']:.4f} | {m['threshold']:g} "
+            f"| {_seconds(m['train_time_s'])} |"
+        )
+    rows += [
+        "",
+        "*subset accuracy*: share of test images with every label right; *Hamming loss*: share "
+        "of wrong (image, label) cells.",
+    ]
+    return rows
+
+
+def _multilabel_section(result: ExperimentResult, staging: Path) -> list[str]:
+    metrics, name = result.metrics, result.name
+    lines = [
+        f"### {name}",
+        "",
+        f"Model `{metrics['model']}` on `{metrics['dataset']}`: micro F1 "
+        f"**{metrics['micro_f1']:.4f}**, macro F1 {metrics['macro_f1']:.4f}, subset accuracy "
+        f"{metrics['subset_accuracy']:.4f}, Hamming loss {metrics['hamming_loss']:.4f} at "
+        f"threshold {metrics['threshold']:g}; {int(metrics['params_count']):,} parameters, "
+        f"trained in {_seconds(metrics['train_time_s'])} on {metrics['device']}.",
+        "",
+    ]
+    lines += _curves(result, staging, metric="binary_accuracy")
+    per_label = result.plots_dir / "per_label.csv"
+    if per_label.is_file():
+        with open(per_label, newline="") as stream:
+            table = list(csv.DictReader(stream))
+        lines += [
+            "| label | test images with it | precision | recall | F1 | false positives "
+            "| false negatives |",
+            "|---|--:|--:|--:|--:|--:|--:|",
+            *(
+                f"| {row['label']} | {row['support']} | {float(row['precision']):.3f} "
+                f"| {float(row['recall']):.3f} | {float(row['f1']):.3f} | {row['fp']} "
+                f"| {row['fn']} |"
+                for row in table
+            ),
+            "",
+        ]
+    for figure, caption in (
+        ("label_confusion", "per-label confusion matrices"),
+        ("predictions", "test images with true and predicted labels"),
+    ):
+        source = result.plots_dir / f"{figure}.png"
+        if source.is_file():
+            shutil.copyfile(source, staging / f"{name}_{figure}.png")
+            lines += [f"![{name} {caption}]({name}_{figure}.png)", ""]
+    return lines
+
+
 def _crossval_section(params: Params, results: list[ExperimentResult], root: Path) -> list[str]:
     """K-fold figures of the cross-validated experiments (`crossval@<experiment>`)."""
     rows = []
@@ -485,6 +553,22 @@ def _dataset_section(dataset: str, root: Path, staging: Path) -> list[str]:
     if not (meta_path.is_file() and (prepared / "x_train.npy").is_file()):
         return [f"### {dataset}", "", f"(no prepared data under {prepared})", ""]
     meta = read_json(meta_path)
+    if meta.get("kind") == "image_files":
+        size = "×".join(str(side) for side in meta["input_shape"])
+        counts = ", ".join(
+            f"{name} {count}"
+            for name, count in zip(
+                meta["class_names"], meta.get("label_counts_train", []), strict=False
+            )
+        )
+        return [
+            f"### {dataset}",
+            "",
+            f"{meta['n_train']:,} training and {meta['n_test']:,} test images ({size}, read "
+            f"from disk as they are needed), {len(meta['class_names'])} labels per image; "
+            f"training images per label: {counts}. Test set: {meta['test_source']}.",
+            "",
+        ]
     if meta.get("kind") == "tabular":
         features = ", ".join(meta.get("feature_names", []))
         target = meta.get("target_name") or "the target"
@@ -577,6 +661,8 @@ def _curves(result: ExperimentResult, staging: Path, *, metric: str) -> list[str
 def _experiment_section(result, baselines, root: Path, staging: Path) -> list[str]:
     if result.task == "regression":
         return _regression_section(result, staging)
+    if result.task == "multilabel":
+        return _multilabel_section(result, staging)
     metrics, name = result.metrics, result.name
     lines = [
         f"### {name}",
@@ -627,10 +713,11 @@ def _overfitting_note(history: list[dict], metrics: dict, metric: str = "accurac
     after = [float(row["val_loss"]) for row in history if int(row["epoch"]) > best]
     best_loss = float(history[best - 1]["val_loss"]) if 0 < best <= len(history) else None
     train, val = float(last[metric]), float(last["val_" + metric])
-    gap = (
-        f"gap {(train - val) * 100:+.2f} pp" if metric == "accuracy" else f"gap {val - train:+.4g}"
-    )
-    label = "MAE" if metric == "mae" else metric
+    if metric.endswith("accuracy"):
+        gap = f"gap {(train - val) * 100:+.2f} pp"
+    else:
+        gap = f"gap {val - train:+.4g}"
+    label = {"mae": "MAE", "binary_accuracy": "binary accuracy"}.get(metric, metric)
     text = (
         f"Best epoch {best} of {len(history)} (the checkpoint kept). At the last epoch train "
         f"{label} is {train:.4f} and validation {label} {val:.4f} ({gap})."

@@ -108,7 +108,7 @@ def load_train_data(dataset: str, root: Path, fold: int | None = None) -> TrainD
         y_train=y[train_idx],
         x_val=np.ascontiguousarray(x[val_idx]),
         y_val=y[val_idx],
-        meta=read_json(prepared / "meta.json"),
+        meta=read_json(prepared / "meta.json") | {"prepared_dir": str(prepared.absolute())},
         standardize=read_json(standardize_path) if standardize_path.is_file() else None,
     )
 
@@ -273,17 +273,29 @@ def train_keras(
             f"data/prepared/{experiment.dataset} holds a {task} set but the catalog says "
             f"{experiment.task}: re-run `dvc repro preprocess@{experiment.dataset}`."
         )
-    spec = InputSpec(
-        shape=tuple(data.x_train.shape[1:]),
-        num_classes=int(data.meta["num_classes"]),
-        value_max=int(data.meta["value_max"]),
-        mean=float(data.x_train.mean()),
-        std=float(data.x_train.std()) or 1.0,
-        feature_mean=tuple(data.standardize["mean"]) if data.standardize else None,
-        feature_std=tuple(data.standardize["std"]) if data.standardize else None,
-    )
+    if task == "multilabel":  # rows are image paths; the pixels stay on disk
+        spec = InputSpec(
+            shape=tuple(data.meta["input_shape"]),
+            num_classes=int(data.meta["num_classes"]),
+            value_max=int(data.meta["value_max"]),
+            task=task,
+        )
+    else:
+        spec = InputSpec(
+            shape=tuple(data.x_train.shape[1:]),
+            num_classes=int(data.meta["num_classes"]),
+            value_max=int(data.meta["value_max"]),
+            mean=float(data.x_train.mean()),
+            std=float(data.x_train.std()) or 1.0,
+            feature_mean=tuple(data.standardize["mean"]) if data.standardize else None,
+            feature_std=tuple(data.standardize["std"]) if data.standardize else None,
+        )
     metric = TASK_METRIC[task]
-    loss = "mse" if task == "regression" else "sparse_categorical_crossentropy"
+    loss = {
+        "classification": "sparse_categorical_crossentropy",
+        "regression": "mse",
+        "multilabel": "binary_crossentropy",
+    }[task]
     strategy = tf.distribute.MirroredStrategy() if device["gpus"] > 1 else None
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = build_model(experiment.model, spec, name=name)
@@ -398,6 +410,8 @@ def make_datasets(data: TrainData, batch_size: int, seed: int):
     """
     import tensorflow as tf
 
+    if data.task == "multilabel":
+        return _image_file_datasets(data, batch_size, seed)
     images, labels = tf.constant(data.x_train), tf.constant(data.y_train)
     rows = len(data.y_train)
     train = (
@@ -418,6 +432,25 @@ def make_datasets(data: TrainData, batch_size: int, seed: int):
         .cache()
     )
     return train, val
+
+
+def _image_file_datasets(data: TrainData, batch_size: int, seed: int):
+    """Multi-label sets: images streamed from disk, decoded and resized in `tf.data`."""
+    from pipeline.multilabel import make_image_dataset
+
+    root = Path(data.meta["prepared_dir"])
+    size = int(data.meta["input_shape"][0])
+
+    def stream(rel_paths, labels, shuffle: bool, batch: int):
+        files = [str(root / path) for path in rel_paths]
+        return make_image_dataset(
+            files, labels, image_size=size, batch_size=batch, shuffle=shuffle, seed=seed
+        )
+
+    return (
+        stream(data.x_train, data.y_train, True, batch_size),
+        stream(data.x_val, data.y_val, False, max(batch_size, 256)),
+    )
 
 
 def _last_epoch(model) -> int:

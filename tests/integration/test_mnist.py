@@ -98,15 +98,15 @@ def test_mnist_download_with_a_corrupt_file_fails_and_leaves_nothing(http_server
 
 def enabled(text: str, *sets: str) -> str:
     """params.yaml with `sets` added to the merged experiment sets and their datasets listed."""
-    default = "  <<: [*fashion_mnist, *digits, *diabetes]"
+    default = "  <<: [*fashion_mnist, *digits, *diabetes, *garments]"
     assert default in text
     text = text.replace(
         default,
-        "  <<: [*fashion_mnist, *digits, *diabetes, "
+        "  <<: [*fashion_mnist, *digits, *diabetes, *garments, "
         + ", ".join(f"*{name}" for name in sets)
         + "]",
     )
-    old = "  datasets: [fashion_mnist, digits, diabetes]"
+    old = "  datasets: [fashion_mnist, digits, diabetes, garments]"
     assert old in text
     return text.replace(old, old[:-1] + ", " + ", ".join(sets) + "]")
 
