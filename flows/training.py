@@ -51,7 +51,16 @@ from pipeline import paths
 from pipeline.errors import AtelierError, ParamsError
 from pipeline.params import Params
 
-GROUP_ORDER = ("download", "preprocess", "split", "train", "evaluate", "report")
+GROUP_ORDER = (
+    "download",
+    "preprocess",
+    "split",
+    "train",
+    "train_fold",
+    "crossval",
+    "evaluate",
+    "report",
+)
 IO_GROUPS = frozenset({"download"})
 IO_RETRIES = 3
 IO_RETRY_DELAYS = [2, 5, 15]
@@ -101,6 +110,8 @@ def plan_groups(
     before_training = True
     for stage in stages:
         group, _, item = stage.partition("@")
+        if group == "train_fold":  # train_fold@<experiment>-<fold>
+            item = item.rpartition("-")[0]
         before_training = before_training and not (item and item in params.experiments)
         # A dataset's stages upstream of training prepare its data; a dataset stage further down
         # (such as select@<dataset>) reads every experiment of that dataset, so a subset skips it.
