@@ -197,7 +197,7 @@ def test_download_that_fails_once_is_retried_then_override_reruns_what_reads_it(
     assert lock_of(root)["split@digits"]["params"]["params.yaml"] == {
         "base.seed": 42,
         "split.val_fraction": 0.3,
-        "split.folds": 0,
+        "split.folds": 3,
     }
     assert json.loads((root / "data/split/digits/split.json").read_text())["n_val"] == 431
 

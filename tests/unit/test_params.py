@@ -99,13 +99,19 @@ def test_fractions_must_lie_inside_0_1(value, rule):
 def test_unknown_dataset_lists_known_ones():
     message = problem(edited(**{"data.datasets": ["cifar10"]}))
     assert "data.datasets = ['cifar10']: unknown dataset 'cifar10'" in message
-    assert "known datasets: boston_housing, diabetes, digits, fashion_mnist, mnist" in message
+    assert (
+        "known datasets: apparel, boston_housing, diabetes, digits, fashion_mnist, garments, mnist"
+        in message
+    )
 
 
 def test_unknown_model_lists_known_ones():
     message = problem(edited(**{"experiments.x.model": {"name": "resnet"}}))
     assert "experiments.x.model.name = 'resnet': unknown model" in message
-    assert "known models: softmax_regression, mlp, cnn, regressor, sgd_logistic" in message
+    assert (
+        "known models: softmax_regression, mlp, cnn, regressor, multilabel_mlp, sgd_logistic"
+        in message
+    )
 
 
 def test_experiment_dataset_must_be_prepared():

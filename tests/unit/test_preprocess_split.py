@@ -257,7 +257,15 @@ def test_split_without_prepared_data(tmp_path):
 
 
 def test_catalog_names():
-    assert sorted(CATALOG) == ["boston_housing", "diabetes", "digits", "fashion_mnist", "mnist"]
+    assert sorted(CATALOG) == [
+        "apparel",
+        "boston_housing",
+        "diabetes",
+        "digits",
+        "fashion_mnist",
+        "garments",
+        "mnist",
+    ]
     assert FASHION_MNIST.sources[0] == str(DEBIAN_FASHION_MNIST)
 
 
