@@ -33,18 +33,29 @@ COMMENT_MARKER = "<!-- atelier-metrics -->"
 # Shown first, in this order; the other numeric keys follow in a collapsed section.
 HEADLINE = (
     "test_accuracy",
+    "test_mae",
+    "test_rmse",
+    "test_r2",
+    "micro_f1",
+    "subset_accuracy",
+    "hamming_loss",
+    "ensemble_test_mae",
+    "test_mae_mean",
+    "val_mae_mean",
     "macro_f1",
     "test_loss",
     "weighted_f1",
     "macro_precision",
     "macro_recall",
     "val_accuracy",
+    "val_mae",
     "val_loss",
     "cv_mean",
     "train_time_s",
     "params_count",
 )
-NEUTRAL = ("params_count", "epochs_run", "best_epoch")
+NEUTRAL = ("params_count", "epochs_run", "best_epoch", "threshold", "folds")
+KFOLD_SUFFIX = " (K-fold)"  # metrics/crossval/<experiment>.json appear as "<experiment> (K-fold)"
 TOLERANCE = 1e-9
 
 
@@ -97,36 +108,47 @@ def params_diff(base_commit: str, root: Path) -> dict[str, dict[str, dict]]:
 
 def metrics_at(commit: str, root: Path) -> dict[str, dict]:
     """{experiment: metrics} as committed at `commit` (empty when it has no metrics/)."""
-    folder = paths.METRICS_DIR.as_posix()
-    listing = _run(["git", "ls-tree", "--name-only", f"{commit}:./{folder}"], root)
-    if listing.returncode != 0:
-        return {}
     found = {}
-    for name in listing.stdout.split():
-        if not name.endswith(".json"):
+    for folder, suffix in ((paths.METRICS_DIR, ""), (paths.METRICS_DIR / "crossval", KFOLD_SUFFIX)):
+        listing = _run(["git", "ls-tree", "--name-only", f"{commit}:./{folder.as_posix()}"], root)
+        if listing.returncode != 0:
             continue
-        shown = _run(["git", "show", f"{commit}:./{folder}/{name}"], root)
-        if shown.returncode == 0:
-            found[name.removesuffix(".json")] = json.loads(shown.stdout)
+        for name in listing.stdout.split():
+            if not name.endswith(".json"):
+                continue
+            shown = _run(["git", "show", f"{commit}:./{folder.as_posix()}/{name}"], root)
+            if shown.returncode == 0:
+                found[name.removesuffix(".json") + suffix] = json.loads(shown.stdout)
     return found
 
 
 def metrics_in_workspace(root: Path, experiments: list[str] | None) -> dict[str, dict]:
     """{experiment: metrics} of the workspace, limited to `experiments` when given."""
-    folder = root / paths.METRICS_DIR
     found = {}
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        if experiments is None or path.stem in experiments:
-            found[path.stem] = json.loads(path.read_text())
+    for folder, suffix in ((paths.METRICS_DIR, ""), (paths.METRICS_DIR / "crossval", KFOLD_SUFFIX)):
+        folder = root / folder
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            if experiments is None or path.stem in experiments:
+                found[path.stem + suffix] = json.loads(path.read_text())
     return found
 
 
 # --- Markdown -----------------------------------------------------------------------------------
 
 
+# The metric each kind of experiment is summarised by: classification, regression, multi-label,
+# K-fold aggregate.
+HEADLINES = ("test_accuracy", "test_mae", "micro_f1", "ensemble_test_mae")
+
+
+def headline_metric(metrics: dict) -> str:
+    """The first of `HEADLINES` that `metrics` holds (`test_accuracy` when none)."""
+    return next((key for key in HEADLINES if key in metrics), HEADLINES[0])
+
+
 def _better(key: str, delta: float) -> bool | None:
     """Whether a change of `delta` in `key` is an improvement; None for neutral counts."""
-    if key in NEUTRAL:
+    if key in NEUTRAL or key.endswith(("_best_epoch", "_n_train")):
         return None
     if (
         "loss" in key
@@ -208,11 +230,11 @@ def _experiment_block(diff: ExperimentDiff, base_label: str) -> list[str]:
         ]
         return lines
     headline, rest = _ordered_keys(diff.old, new)
-    accuracy = new.get("test_accuracy")
-    change = _delta("test_accuracy", diff.old.get("test_accuracy"), accuracy)
+    key = headline_metric(new)
+    value = new.get(key)
+    change = _delta(key, diff.old.get(key), value)
     lines = [
-        f"#### `{diff.name}` ({about}): test_accuracy {_format('test_accuracy', accuracy)} "
-        f"({change or 'n/a'})",
+        f"#### `{diff.name}` ({about}): {key} {_format(key, value)} ({change or 'n/a'})",
         "",
         *_table(headline, diff.old, new, base_label),
         "",
@@ -280,8 +302,13 @@ def render_markdown(
     diffs = [ExperimentDiff(n, old_metrics.get(n), new_metrics.get(n)) for n in names]
 
     def order(diff: ExperimentDiff):
-        accuracy = (diff.new or {}).get("test_accuracy")
-        return (diff.new is None, -(accuracy if isinstance(accuracy, int | float) else -1.0))
+        metrics = diff.new or diff.old or {}
+        key = headline_metric(metrics)
+        value = (diff.new or {}).get(key)
+        score = value if isinstance(value, int | float) else None
+        if score is not None and _better(key, -1.0):  # lower is better: rank by the negative
+            score = -score
+        return (diff.new is None, HEADLINES.index(key), -(score if score is not None else -1e18))
 
     diffs.sort(key=order)
     new_ones = [d.name for d in diffs if d.old is None and d.new is not None]
@@ -289,17 +316,18 @@ def render_markdown(
 
     lines = [COMMENT_MARKER, f"## Metrics: this revision vs {base_label}", ""]
     summary = [
-        f"| experiment | test_accuracy at {base_label} | now | Δ |",
-        "|---|--:|--:|--:|",
+        f"| experiment | metric | at {base_label} | now | Δ |",
+        "|---|---|--:|--:|--:|",
     ]
     for diff in diffs:
-        old_value = (diff.old or {}).get("test_accuracy")
-        new_value = (diff.new or {}).get("test_accuracy")
+        key = headline_metric(diff.new or diff.old or {})
+        old_value = (diff.old or {}).get(key)
+        new_value = (diff.new or {}).get(key)
         flag = " 🆕 new" if diff.old is None else (" (removed)" if diff.new is None else "")
         summary.append(
-            f"| `{diff.name}`{flag} | {_format('test_accuracy', old_value)} "
-            f"| {_format('test_accuracy', new_value)} "
-            f"| {_delta('test_accuracy', old_value, new_value) if diff.old and diff.new else ''} |"
+            f"| `{diff.name}`{flag} | {key} | {_format(key, old_value)} "
+            f"| {_format(key, new_value)} "
+            f"| {_delta(key, old_value, new_value) if diff.old and diff.new else ''} |"
         )
     lines += summary if diffs else ["No experiment has metrics on either side."]
     lines.append("")
@@ -336,8 +364,8 @@ def render_markdown(
     )
     lines += [
         "",
-        "<sub>🟢 better, 🔴 worse (lower is better for losses and training time); "
-        "↑/↓ the direction of the change.</sub>",
+        "<sub>🟢 better, 🔴 worse (lower is better for losses, errors (MAE, MSE, RMSE), "
+        "spreads and training time); ↑/↓ the direction of the change.</sub>",
     ]
     return "\n".join(lines) + "\n"
 

@@ -197,3 +197,29 @@ def test_render_marks_removed_and_unevaluated_experiments():
     assert "Removed in this revision: `gone`" in markdown
     assert "without metrics in this revision (run `dvc repro`): `pending`" in markdown
     assert "No params changed since `main` (0123456)." in markdown
+
+
+def test_render_summarises_each_task_by_its_own_metric_and_direction():
+    old = {
+        "reg": {"test_mae": 40.0, "test_r2": 0.5},
+        "reg (K-fold)": {"ensemble_test_mae": 41.0, "fold0_n_train": 235},
+        "tags": {"micro_f1": 0.90, "hamming_loss": 0.02},
+    }
+    new = {
+        "reg": {"test_mae": 38.0, "test_r2": 0.55},
+        "reg (K-fold)": {"ensemble_test_mae": 42.0, "fold0_n_train": 236},
+        "tags": {"micro_f1": 0.92, "hamming_loss": 0.03},
+    }
+    markdown = render_markdown(
+        base_rev="main",
+        base_commit="0123456789abcdef",
+        params_changes={},
+        old_metrics=old,
+        new_metrics=new,
+    )
+    assert "| `reg` | test_mae | 40.0000 | 38.0000 | -2.0000 ↓ 🟢 |" in markdown
+    assert "| `tags` | micro_f1 | 0.9000 | 0.9200 | +0.0200 ↑ 🟢 |" in markdown
+    assert "| `reg (K-fold)` | ensemble_test_mae | 41.0000 | 42.0000 | +1.0000 ↑ 🔴 |" in markdown
+    assert "| hamming_loss | 0.0300 | 0.0200 |" not in markdown  # old first, then new
+    assert "| hamming_loss | 0.0200 | 0.0300 | +0.0100 ↑ 🔴 |" in markdown
+    assert "| fold0_n_train | 235 | 236 | +1.0000 ↑ |" in markdown  # a count: no verdict
