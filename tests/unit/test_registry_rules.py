@@ -320,3 +320,27 @@ def test_select_refuses_a_metric_the_files_do_not_have(tmp_path):
 def test_select_refuses_a_dataset_without_experiments(tmp_path):
     with pytest.raises(AtelierError, match="No experiment in params.yaml uses dataset 'mnist'"):
         select(select_params(), "mnist", root=tmp_path)
+
+
+def test_regression_and_multilabel_sets_use_their_own_rules():
+    rules = RegistryParams(
+        stages={"prod": {"test_accuracy": 0.95}},
+        regression={"metric": "test_mae", "stages": {"prod": {"test_mae": 3.0}}},
+        multilabel={"metric": "micro_f1", "stages": {"prod": {"micro_f1": 0.8}}},
+    )
+    regression = rules.for_dataset("boston_housing")
+    assert regression.metric == "test_mae" and regression.lower_is_better()
+    assert not regression.require_beat_baseline
+    candidate = {"dataset": "boston_housing", "experiment": "reg", "metrics": {"test_mae": 2.5}}
+    worse = {"dataset": "boston_housing", "experiment": "reg", "metrics": {"test_mae": 3.5}}
+    assert all(rule.passed for rule in check_rules(candidate, stage="prod", rules=regression))
+    failed = by_name(check_rules(worse, stage="prod", rules=regression))
+    assert not failed["test_mae <= 3 for prod"].passed  # a maximum: lower is better
+    holder = {"metrics": {"test_mae": 2.6}}
+    ranked = check_rules(candidate, stage="prod", rules=regression, holder_card=holder)
+    assert ranked[-1].passed  # 2.5 beats the holder's 2.6 because lower is better
+
+    tagger = rules.for_dataset("garments")
+    assert tagger.metric == "micro_f1" and not tagger.lower_is_better()
+    assert rules.for_dataset("fashion_mnist") is rules
+    assert rules.artifact_name("diabetes") == "diabetes-regressor"
