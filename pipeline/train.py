@@ -235,6 +235,16 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def _pixel_statistics(experiment: Experiment, x_train: np.ndarray) -> dict:
+    """Mean and standard deviation of the training pixels, for models that standardize them.
+
+    Only then: over Fashion-MNIST's 37.6 million training pixels they take about half a second.
+    """
+    if getattr(experiment.model, "input_scaling", None) != "standardize":
+        return {}
+    return {"mean": float(x_train.mean()), "std": float(x_train.std()) or 1.0}
+
+
 def _fingerprint(experiment: Experiment, seed: int, data: TrainData, fold: int | None) -> str:
     payload = json.dumps(
         {"experiment": experiment.model_dump(), "seed": seed, "n": len(data.y_train), "fold": fold},
@@ -285,8 +295,7 @@ def train_keras(
             shape=tuple(data.x_train.shape[1:]),
             num_classes=int(data.meta["num_classes"]),
             value_max=int(data.meta["value_max"]),
-            mean=float(data.x_train.mean()),
-            std=float(data.x_train.std()) or 1.0,
+            **_pixel_statistics(experiment, data.x_train),
             feature_mean=tuple(data.standardize["mean"]) if data.standardize else None,
             feature_std=tuple(data.standardize["std"]) if data.standardize else None,
         )
@@ -471,9 +480,10 @@ def _optimizer(experiment: Experiment):
 
 
 def _versions(*, keras_too: bool) -> dict:
-    import sklearn
+    from importlib import metadata
 
-    versions = {"sklearn_version": sklearn.__version__}
+    # From the package metadata: importing scikit-learn would cost the Keras path a second.
+    versions = {"sklearn_version": metadata.version("scikit-learn")}
     if keras_too:
         import keras
         import tensorflow as tf
