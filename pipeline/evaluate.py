@@ -68,7 +68,22 @@ def class_slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "_", name.lower())
 
 
-def load_test_set(dataset: str, root: Path) -> TestSet:
+def run_facts(experiment, train: dict) -> dict:
+    """What every experiment's metrics file says about its run, from its `train.json`."""
+    return {
+        "best_epoch": int(train["best_epoch"]),
+        "epochs_run": int(train["epochs_run"]),
+        "train_time_s": float(train["train_time_s"]),
+        "params_count": int(train["params_count"]),
+        "device": str(train["device"]),
+        "model": experiment.model.name,
+        "dataset": experiment.dataset,
+        "task": experiment.task,
+    }
+
+
+def prepared_test_set(dataset: str, root: Path) -> tuple[Path, dict]:
+    """The prepared directory of `dataset` and its meta, once its test arrays are known to exist."""
     prepared = paths.prepared_dir(dataset, root)
     needed = [prepared / name for name in ("x_test.npy", "y_test.npy", "meta.json")]
     missing = [str(path) for path in needed if not path.is_file()]
@@ -77,7 +92,11 @@ def load_test_set(dataset: str, root: Path) -> TestSet:
             f"The test set of {dataset!r} is missing ({', '.join(missing)}): run "
             f"`dvc repro preprocess@{dataset}` first."
         )
-    meta = read_json(prepared / "meta.json")
+    return prepared, read_json(prepared / "meta.json")
+
+
+def load_test_set(dataset: str, root: Path) -> TestSet:
+    prepared, meta = prepared_test_set(dataset, root)
     return TestSet(
         x=np.load(prepared / "x_test.npy"),
         y=np.load(prepared / "y_test.npy").astype(np.int64),
@@ -235,14 +254,7 @@ def evaluate_experiment(params: Params, name: str, *, root: Path = Path(".")) ->
     metrics |= {
         "val_accuracy": round(float(train["val_accuracy"]), DIGITS),
         "val_loss": round(float(val_loss), DIGITS),
-        "best_epoch": int(train["best_epoch"]),
-        "epochs_run": int(train["epochs_run"]),
-        "train_time_s": float(train["train_time_s"]),
-        "params_count": int(train["params_count"]),
-        "device": str(train["device"]),
-        "model": experiment.model.name,
-        "dataset": experiment.dataset,
-        "task": "classification",
+        **run_facts(experiment, train),
     }
     if scores.kind == "sgd_logistic":
         metrics |= {

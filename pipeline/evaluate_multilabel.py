@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import paths
-from pipeline.errors import DataError
-from pipeline.io import atomic_dir, atomic_write_bytes, atomic_write_json, read_json
+from pipeline.io import atomic_dir, atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +32,7 @@ DIGITS = 6
 
 
 def evaluate_multilabel(experiment, name: str, train: dict, model_dir: Path, root: Path) -> dict:
-    from pipeline.evaluate import class_slug, load_keras_model
+    from pipeline.evaluate import class_slug, load_keras_model, prepared_test_set, run_facts
     from pipeline.multilabel import (
         load_images_python,
         make_image_dataset,
@@ -44,15 +43,7 @@ def evaluate_multilabel(experiment, name: str, train: dict, model_dir: Path, roo
         predicted_labels,
     )
 
-    prepared = paths.prepared_dir(experiment.dataset, root)
-    needed = [prepared / name for name in ("x_test.npy", "y_test.npy", "meta.json")]
-    missing = [str(path) for path in needed if not path.is_file()]
-    if missing:
-        raise DataError(
-            f"The test set of {experiment.dataset!r} is missing ({', '.join(missing)}): run "
-            f"`dvc repro preprocess@{experiment.dataset}` first."
-        )
-    meta = read_json(prepared / "meta.json")
+    prepared, meta = prepared_test_set(experiment.dataset, root)
     names = tuple(meta["class_names"])
     size = int(meta["input_shape"][0])
     files = [str(prepared.absolute() / path) for path in np.load(prepared / "x_test.npy")]
@@ -70,14 +61,7 @@ def evaluate_multilabel(experiment, name: str, train: dict, model_dir: Path, roo
         "val_loss": round(float(train["val_loss"]), DIGITS),
         "val_binary_accuracy": round(float(train["val_binary_accuracy"]), DIGITS),
         "threshold": experiment.threshold,
-        "best_epoch": int(train["best_epoch"]),
-        "epochs_run": int(train["epochs_run"]),
-        "train_time_s": float(train["train_time_s"]),
-        "params_count": int(train["params_count"]),
-        "device": str(train["device"]),
-        "model": experiment.model.name,
-        "dataset": experiment.dataset,
-        "task": "multilabel",
+        **run_facts(experiment, train),
     }
     confusions = per_label_confusion(y_true, y_pred, names)
     with atomic_dir(root / paths.PLOTS_DIR / name) as staging:

@@ -89,6 +89,18 @@ def _head(x, spec: InputSpec):
     return layers.Dense(spec.num_classes, activation="softmax", dtype="float32", name="classes")(x)
 
 
+def _dense_stack(x, params):
+    """`params.units` Dense layers with `params.activation`, each followed by its dropout."""
+    from keras import layers
+
+    dropout = params.dropout or [0.0] * len(params.units)
+    for index, (units, rate) in enumerate(zip(params.units, dropout, strict=True)):
+        x = layers.Dense(units, activation=params.activation, name=f"dense_{index}")(x)
+        if rate > 0:
+            x = layers.Dropout(rate, name=f"dropout_{index}")(x)
+    return x
+
+
 def _softmax_regression(params: SoftmaxRegressionParams, spec: InputSpec, name: str):
     import keras
     from keras import layers
@@ -104,11 +116,7 @@ def _mlp(params: MLPParams, spec: InputSpec, name: str):
 
     inputs, x = _inputs_and_scaling(params, spec)
     x = layers.Flatten()(x)
-    dropout = params.dropout or [0.0] * len(params.units)
-    for index, (units, rate) in enumerate(zip(params.units, dropout, strict=True)):
-        x = layers.Dense(units, activation=params.activation, name=f"dense_{index}")(x)
-        if rate > 0:
-            x = layers.Dropout(rate, name=f"dropout_{index}")(x)
+    x = _dense_stack(x, params)
     return keras.Model(inputs, _head(x, spec), name=name)
 
 
@@ -154,11 +162,7 @@ def _multilabel_mlp(params: MultilabelMLPParams, spec: InputSpec, name: str):
     inputs = keras.Input(shape=spec.shape, dtype="uint8", name="pixels")
     x = layers.Rescaling(1.0 / spec.value_max, name="rescale")(inputs)
     x = layers.Flatten()(x)
-    dropout = params.dropout or [0.0] * len(params.units)
-    for index, (units, rate) in enumerate(zip(params.units, dropout, strict=True)):
-        x = layers.Dense(units, activation=params.activation, name=f"dense_{index}")(x)
-        if rate > 0:
-            x = layers.Dropout(rate, name=f"dropout_{index}")(x)
+    x = _dense_stack(x, params)
     return keras.Model(inputs, _head(x, spec), name=name)
 
 
@@ -178,11 +182,7 @@ def _regressor(params: RegressorParams, spec: InputSpec, name: str):
         variance=[std**2 for std in spec.feature_std],
         name="standardize",
     )(inputs)
-    dropout = params.dropout or [0.0] * len(params.units)
-    for index, (units, rate) in enumerate(zip(params.units, dropout, strict=True)):
-        x = layers.Dense(units, activation=params.activation, name=f"dense_{index}")(x)
-        if rate > 0:
-            x = layers.Dropout(rate, name=f"dropout_{index}")(x)
+    x = _dense_stack(x, params)
     outputs = layers.Dense(1, dtype="float32", name="target")(x)
     return keras.Model(inputs, outputs, name=name)
 

@@ -89,12 +89,26 @@ class RuntimeParams(StrictModel):
 # --- models -------------------------------------------------------------------------------------
 
 
+class DenseStack(StrictModel):
+    """Models with hidden Dense layers: `units` per layer and an optional dropout rate after each
+    (the subclasses declare the fields, so that each lists its keys in its own order)."""
+
+    @model_validator(mode="after")
+    def _dropout_matches_units(self) -> DenseStack:
+        if self.dropout is not None and len(self.dropout) != len(self.units):
+            raise ValueError(
+                f"dropout has {len(self.dropout)} rates for {len(self.units)} hidden layers "
+                f"(units {self.units}): give one rate per layer, 0.0 for none"
+            )
+        return self
+
+
 class SoftmaxRegressionParams(StrictModel):
     name: Literal["softmax_regression"]
     input_scaling: InputScaling = "rescale"
 
 
-class MLPParams(StrictModel):
+class MLPParams(DenseStack):
     name: Literal["mlp"]
     units: Annotated[list[PositiveInt], Field(min_length=1)]
     activation: Activation = "relu"
@@ -102,15 +116,6 @@ class MLPParams(StrictModel):
         None, description="Dropout rate after each hidden layer (same length as units)."
     )
     input_scaling: InputScaling = "rescale"
-
-    @model_validator(mode="after")
-    def _dropout_matches_units(self) -> MLPParams:
-        if self.dropout is not None and len(self.dropout) != len(self.units):
-            raise ValueError(
-                f"dropout has {len(self.dropout)} rates for {len(self.units)} hidden layers "
-                f"(units {self.units}): give one rate per layer, 0.0 for none"
-            )
-        return self
 
 
 class CNNParams(StrictModel):
@@ -125,7 +130,7 @@ class CNNParams(StrictModel):
     input_scaling: InputScaling = "rescale"
 
 
-class RegressorParams(StrictModel):
+class RegressorParams(DenseStack):
     """Seed 004's regression network: Dense(64) → Dense(32) → Dense(1) on z-scored features."""
 
     name: Literal["regressor"]
@@ -135,17 +140,8 @@ class RegressorParams(StrictModel):
         None, description="Dropout rate after each hidden layer (same length as units)."
     )
 
-    @model_validator(mode="after")
-    def _dropout_matches_units(self) -> RegressorParams:
-        if self.dropout is not None and len(self.dropout) != len(self.units):
-            raise ValueError(
-                f"dropout has {len(self.dropout)} rates for {len(self.units)} hidden layers "
-                f"(units {self.units}): give one rate per layer, 0.0 for none"
-            )
-        return self
 
-
-class MultilabelMLPParams(StrictModel):
+class MultilabelMLPParams(DenseStack):
     """Seed 004's apparel network: Flatten → Dense(128) → Dense(64) → Dense(labels, sigmoid)."""
 
     name: Literal["multilabel_mlp"]
@@ -154,15 +150,6 @@ class MultilabelMLPParams(StrictModel):
     dropout: list[DropoutRate] | None = Field(
         None, description="Dropout rate after each hidden layer (same length as units)."
     )
-
-    @model_validator(mode="after")
-    def _dropout_matches_units(self) -> MultilabelMLPParams:
-        if self.dropout is not None and len(self.dropout) != len(self.units):
-            raise ValueError(
-                f"dropout has {len(self.dropout)} rates for {len(self.units)} hidden layers "
-                f"(units {self.units}): give one rate per layer, 0.0 for none"
-            )
-        return self
 
 
 class SGDLogisticParams(StrictModel):

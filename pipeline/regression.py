@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import paths
-from pipeline.errors import AtelierError, DataError
+from pipeline.errors import AtelierError
 from pipeline.io import atomic_dir, atomic_write_bytes, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
@@ -33,15 +33,9 @@ DIGITS = 6
 
 
 def load_regression_test_set(dataset: str, root: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    prepared = paths.prepared_dir(dataset, root)
-    needed = [prepared / name for name in ("x_test.npy", "y_test.npy", "meta.json")]
-    missing = [str(path) for path in needed if not path.is_file()]
-    if missing:
-        raise DataError(
-            f"The test set of {dataset!r} is missing ({', '.join(missing)}): run "
-            f"`dvc repro preprocess@{dataset}` first."
-        )
-    meta = read_json(prepared / "meta.json")
+    from pipeline.evaluate import prepared_test_set
+
+    prepared, meta = prepared_test_set(dataset, root)
     x = np.load(prepared / "x_test.npy").astype(np.float32)
     y = np.load(prepared / "y_test.npy").astype(np.float64)
     return x, y, meta
@@ -73,20 +67,15 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 
 def evaluate_regression(experiment, name: str, train: dict, model_dir: Path, root: Path) -> dict:
     """The regression branch of the evaluate stage; returns the metrics it wrote."""
+    from pipeline.evaluate import run_facts
+
     x, y, meta = load_regression_test_set(experiment.dataset, root)
     y_pred = predict(model_dir, x)
     metrics = regression_metrics(y, y_pred)
     metrics |= {
         "val_mae": round(float(train["val_mae"]), DIGITS),
         "val_loss": round(float(train["val_loss"]), DIGITS),
-        "best_epoch": int(train["best_epoch"]),
-        "epochs_run": int(train["epochs_run"]),
-        "train_time_s": float(train["train_time_s"]),
-        "params_count": int(train["params_count"]),
-        "device": str(train["device"]),
-        "model": experiment.model.name,
-        "dataset": experiment.dataset,
-        "task": "regression",
+        **run_facts(experiment, train),
     }
     with atomic_dir(root / paths.PLOTS_DIR / name) as staging:
         write_regression_plots(
