@@ -200,17 +200,24 @@ def compute_metrics(y_true: np.ndarray, proba: np.ndarray, class_names: tuple[st
     precision, recall, f1, _ = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, average=None, zero_division=0
     )
-    slugs = [class_slug(name) for name in class_names]
+    metrics |= per_class_metrics(class_names, precision, recall, f1, what="Class")
+    return {key: round(float(value), DIGITS) for key, value in metrics.items()}
+
+
+def per_class_metrics(names, precision, recall, f1, *, what: str) -> dict:
+    """`precision_<slug>`, `recall_<slug>`, `f1_<slug>` per class (or label) name."""
+    slugs = [class_slug(name) for name in names]
     if len(set(slugs)) != len(slugs):
         raise AtelierError(
-            f"Class names {class_names} give duplicate metric keys {slugs}: make them differ in "
-            "letters or digits, not only in punctuation or case."
+            f"{what} names {tuple(names)} give duplicate metric keys {slugs}: make them differ "
+            "in letters or digits, not only in punctuation or case."
         )
+    metrics = {}
     for index, slug in enumerate(slugs):
         metrics[f"precision_{slug}"] = precision[index]
         metrics[f"recall_{slug}"] = recall[index]
         metrics[f"f1_{slug}"] = f1[index]
-    return {key: round(float(value), DIGITS) for key, value in metrics.items()}
+    return metrics
 
 
 def _normalised(proba: np.ndarray) -> np.ndarray:

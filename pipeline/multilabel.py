@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import AtelierError, DataError
-from pipeline.evaluate import DIGITS, class_slug, new_figure, save_figure
+from pipeline.evaluate import DIGITS, new_figure, per_class_metrics, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -269,16 +269,7 @@ def multilabel_metrics(
     precision, recall, f1, _ = precision_recall_fscore_support(
         y_true, y_pred, average=None, zero_division=0
     )
-    slugs = [class_slug(name) for name in label_names]
-    if len(set(slugs)) != len(slugs):
-        raise AtelierError(
-            f"Label names {tuple(label_names)} give duplicate metric keys {slugs}: make them "
-            "differ in letters or digits, not only in punctuation or case."
-        )
-    for index, slug in enumerate(slugs):
-        metrics[f"precision_{slug}"] = precision[index]
-        metrics[f"recall_{slug}"] = recall[index]
-        metrics[f"f1_{slug}"] = f1[index]
+    metrics |= per_class_metrics(label_names, precision, recall, f1, what="Label")
     return {key: round(float(value), DIGITS) for key, value in metrics.items()}
 
 
@@ -350,6 +341,22 @@ def _label_set(row: np.ndarray, label_names: Sequence[str]) -> str:
     return " ".join(names) if names else "(none)"
 
 
+def prediction_captions(
+    true: np.ndarray, pred: np.ndarray, label_names: Sequence[str]
+) -> tuple[list[str], list[bool]]:
+    """Per image, "true: <labels>\npred: <labels>" (✗ when not every label is right) and
+    whether every label is right."""
+    true, pred = np.asarray(true).astype(bool), np.asarray(pred).astype(bool)
+    _check_shapes(true, pred, label_names, "predictions")
+    right = [bool(np.all(t == p)) for t, p in zip(true, pred, strict=True)]
+    captions = [
+        f"true: {_label_set(t, label_names)}\npred: {_label_set(p, label_names)}"
+        + ("" if ok else " ✗")
+        for t, p, ok in zip(true, pred, right, strict=True)
+    ]
+    return captions, right
+
+
 def plot_prediction_grid(
     images: np.ndarray,
     true: np.ndarray,
@@ -361,50 +368,23 @@ def plot_prediction_grid(
 ) -> None:
     """Test images with their true and predicted label sets; wrong predictions in red with ✗.
 
-    `images` are uint8 (N, S, S, 3) or (N, S, S); `true` and `pred` are (N, L) 0/1. The images
-    are drawn as one mosaic (one `imshow`, much faster than one axes per image).
+    `images` are uint8 (N, S, S, 3) or (N, S, S); `true` and `pred` are (N, L) 0/1. Drawn by the
+    report's image grid (one mosaic, one `imshow`).
     """
+    from pipeline.report import plot_image_grid
+
     images = np.asarray(images)
-    true, pred = np.asarray(true).astype(bool), np.asarray(pred).astype(bool)
     if len(images) == 0:
         raise ValueError("No images to plot.")
-    _check_shapes(true, pred, label_names, "predictions")
     if len(images) != len(true):
         raise ValueError(f"{len(images)} images but {len(true)} label rows.")
-    if images.ndim == 3:
-        images = np.repeat(images[..., None], 3, axis=-1)
-    count, height, width = images.shape[:3]
-    columns = max(1, min(columns, count))
-    rows = -(-count // columns)
-    # caption room for two lines of 7-point text over a tile about 2 inches high
-    pad, head = max(1, round(0.06 * height)), round(0.22 * height)
-    cell_h, cell_w = height + head + pad, width + pad
-    canvas = np.full((rows * cell_h + pad, columns * cell_w + pad, 3), 255, dtype=np.uint8)
-    for index, image in enumerate(images):
-        row, column = divmod(index, columns)
-        y0, x0 = row * cell_h + head + pad, column * cell_w + pad
-        canvas[y0 : y0 + height, x0 : x0 + width] = image[..., :3]
-
-    figure = new_figure(2.2 * columns, 2.2 * columns * canvas.shape[0] / canvas.shape[1] + 0.5)
-    wrong = int(np.sum(np.any(true != pred, axis=1)))
-    figure.suptitle(f"Predictions: {count - wrong} of {count} exactly right")
-    axes = figure.add_subplot()
-    axes.imshow(canvas, interpolation="nearest")
-    axes.set_axis_off()
-    for index in range(count):
-        row, column = divmod(index, columns)
-        right = bool(np.all(true[index] == pred[index]))
-        caption = (
-            f"true: {_label_set(true[index], label_names)}\n"
-            f"pred: {_label_set(pred[index], label_names)}" + ("" if right else " ✗")
-        )
-        axes.text(
-            column * cell_w + pad + width / 2 - 0.5,
-            row * cell_h + head + pad - 0.5 - 0.03 * height,
-            caption,
-            ha="center",
-            va="bottom",
-            fontsize=7,
-            color="black" if right else "#c62828",
-        )
-    save_figure(figure, path)
+    captions, right = prediction_captions(true, pred, label_names)
+    plot_image_grid(
+        images,
+        captions,
+        path,
+        title=f"Predictions: {sum(right)} of {len(right)} exactly right",
+        value_max=255,
+        columns=columns,
+        caption_colours=["black" if ok else "#c62828" for ok in right],
+    )

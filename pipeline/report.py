@@ -159,8 +159,10 @@ def plot_image_grid(
     title: str,
     value_max: float,
     columns: int = 8,
+    caption_colours: list[str] | None = None,
 ) -> None:
-    """A grid of images with a two-line caption above each (misclassified examples)."""
+    """A grid of images (grey or RGB) with a two-line caption above each, in black or in
+    `caption_colours` (misclassified examples, multi-label predictions)."""
     count = len(images)
     columns = min(columns, max(1, count))
     tiles = [_displayable(image) for image in images]
@@ -183,6 +185,7 @@ def plot_image_grid(
             ha="center",
             va="bottom",
             fontsize=8,
+            color=caption_colours[index] if caption_colours else "black",
         )
     save_figure(figure, path)
 

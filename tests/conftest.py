@@ -204,23 +204,31 @@ def idx() -> IdxKit:
     return IdxKit()
 
 
-def prepare_digits(root: Path) -> None:
-    """Run the real download, preprocess and split stages for `digits` under `root`."""
+def prepare_dataset(spec, root: Path, *, download_settings=None, split_settings=None) -> dict:
+    """Run the real download, preprocess and split stages for `spec` under `root`; return the
+    prepared meta."""
     from pipeline import paths
-    from pipeline.datasets import DIGITS
     from pipeline.download import DownloadSettings, download
     from pipeline.preprocess import PreprocessSettings, preprocess
     from pipeline.split import SplitSettings, split
 
-    download(DIGITS, paths.raw_dir("digits", root), DownloadSettings())
-    preprocess(
-        DIGITS,
-        raw_dir=paths.raw_dir("digits", root),
-        out_dir=paths.prepared_dir("digits", root),
+    download(spec, paths.raw_dir(spec.name, root), download_settings or DownloadSettings())
+    meta = preprocess(
+        spec,
+        raw_dir=paths.raw_dir(spec.name, root),
+        out_dir=paths.prepared_dir(spec.name, root),
         settings=PreprocessSettings(),
     )
     split(
-        prepared_dir=paths.prepared_dir("digits", root),
-        out_dir=paths.split_dir("digits", root),
-        settings=SplitSettings(),
+        prepared_dir=paths.prepared_dir(spec.name, root),
+        out_dir=paths.split_dir(spec.name, root),
+        settings=split_settings or SplitSettings(),
     )
+    return meta
+
+
+def prepare_digits(root: Path) -> None:
+    """Run the real download, preprocess and split stages for `digits` under `root`."""
+    from pipeline.datasets import DIGITS
+
+    prepare_dataset(DIGITS, root)

@@ -21,8 +21,7 @@ from pipeline import paths
 from pipeline.datasets import CATALOG, IDX_FILES, MNIST, FileSpec
 from pipeline.download import DownloadSettings, download
 from pipeline.params import load_params, parse_params
-from pipeline.preprocess import PreprocessSettings, preprocess
-from pipeline.split import SplitSettings, split
+from tests.conftest import prepare_dataset
 
 
 def mnist_like_files(make_idx) -> dict:
@@ -61,18 +60,7 @@ def test_mnist_set_trains_and_evaluates_end_to_end(served_mnist, project_root, t
     spec = CATALOG["mnist"]
 
     settings = DownloadSettings(mirrors=tuple(params.data.mirrors), retries=0, timeout_s=5)
-    download(spec, paths.raw_dir("mnist", tmp_path), settings)
-    meta = preprocess(
-        spec,
-        raw_dir=paths.raw_dir("mnist", tmp_path),
-        out_dir=paths.prepared_dir("mnist", tmp_path),
-        settings=PreprocessSettings(),
-    )
-    split(
-        prepared_dir=paths.prepared_dir("mnist", tmp_path),
-        out_dir=paths.split_dir("mnist", tmp_path),
-        settings=SplitSettings(),
-    )
+    meta = prepare_dataset(spec, tmp_path, download_settings=settings)
     summary = train_experiment(params, "mnist_mlp64_32", root=tmp_path)
     metrics = evaluate_experiment(params, "mnist_mlp64_32", root=tmp_path)
 

@@ -23,6 +23,7 @@ from pipeline.multilabel import (
     plot_label_confusions,
     plot_prediction_grid,
     predicted_labels,
+    prediction_captions,
     read_label_table,
 )
 
@@ -317,6 +318,15 @@ def assert_png(path: Path) -> None:
     assert path.read_bytes()[:8] == PNG_SIGNATURE
     with Image.open(path) as image:
         assert image.size[0] > 200 and image.size[1] > 150
+
+
+def test_prediction_captions_name_both_label_sets_and_mark_the_wrong_rows():
+    captions, right = prediction_captions(Y_TRUE, predicted_labels(PROBA), NAMES)
+    assert right == [True, False, False, False]
+    assert captions[0] == "true: red shirt\npred: red shirt"
+    assert captions[1] == "true: blue\npred: blue shirt ✗"
+    assert captions[2] == "true: red blue\npred: red ✗"
+    assert captions[3] == "true: shirt\npred: (none) ✗"
 
 
 def test_plots_are_written(tmp_path):

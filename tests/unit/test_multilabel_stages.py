@@ -22,9 +22,7 @@ from pipeline.datasets import APPAREL, FASHION_MNIST, GARMENTS, IDX_FILES, FileS
 from pipeline.download import DownloadSettings, download
 from pipeline.errors import DataError, ParamsError
 from pipeline.params import parse_params
-from pipeline.preprocess import PreprocessSettings, preprocess
-from pipeline.split import SplitSettings, split
-from tests.conftest import IdxKit
+from tests.conftest import IdxKit, prepare_dataset
 
 DEBIAN = Path(FASHION_MNIST.sources[0])
 SMALL = dataclasses.replace(GARMENTS, extra={**GARMENTS.extra, "n_train": 1500, "n_test": 200})
@@ -56,19 +54,7 @@ def fashion_source(tmp_path_factory, idx) -> tuple[str, tuple[FileSpec, ...]]:
 
 
 def prepare(spec, root, settings=None):
-    download(spec, paths.raw_dir(spec.name, root), settings or DownloadSettings(retries=0))
-    meta = preprocess(
-        spec,
-        raw_dir=paths.raw_dir(spec.name, root),
-        out_dir=paths.prepared_dir(spec.name, root),
-        settings=PreprocessSettings(),
-    )
-    split(
-        prepared_dir=paths.prepared_dir(spec.name, root),
-        out_dir=paths.split_dir(spec.name, root),
-        settings=SplitSettings(),
-    )
-    return meta
+    return prepare_dataset(spec, root, download_settings=settings or DownloadSettings(retries=0))
 
 
 @pytest.fixture(scope="module")

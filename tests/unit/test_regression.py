@@ -21,8 +21,8 @@ from pipeline.datasets import BOSTON_HOUSING, CATALOG, DIABETES, FileSpec
 from pipeline.download import DownloadSettings, download
 from pipeline.errors import DataError, ParamsError
 from pipeline.params import parse_params
-from pipeline.preprocess import PreprocessSettings, preprocess
 from pipeline.split import SplitSettings, split
+from tests.conftest import prepare_dataset
 
 FAST = DownloadSettings(retries=0, timeout_s=5)
 REGRESSOR = {
@@ -46,19 +46,8 @@ def regression_params(project_root, experiments: dict, *, folds: int = 3, datase
     return parse_params(params)
 
 
-def prepare(spec, root, *, folds: int = 3, settings: DownloadSettings = FAST):
-    download(spec, paths.raw_dir(spec.name, root), settings)
-    preprocess(
-        spec,
-        raw_dir=paths.raw_dir(spec.name, root),
-        out_dir=paths.prepared_dir(spec.name, root),
-        settings=PreprocessSettings(),
-    )
-    split(
-        prepared_dir=paths.prepared_dir(spec.name, root),
-        out_dir=paths.split_dir(spec.name, root),
-        settings=SplitSettings(folds=folds),
-    )
+def prepare(spec, root, *, folds: int = 3):
+    prepare_dataset(spec, root, download_settings=FAST, split_settings=SplitSettings(folds=folds))
 
 
 @pytest.fixture(scope="module")
