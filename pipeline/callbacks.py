@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 
 from pipeline.io import atomic_write_json
+from pipeline.optimizers import serving_copy
 
 
 def mode_for(monitor: str) -> str:
@@ -37,7 +38,9 @@ class BestCheckpoint(keras.callbacks.Callback):
 
     Keras' `ModelCheckpoint` writes in place and forgets the best value after a resume; this one
     writes `best.keras` under a temporary name and renames it, and starts from the value stored
-    beside it, so an interrupted run never replaces its best model with a worse one.
+    beside it, so an interrupted run never replaces its best model with a worse one. The file is
+    the serving model: weights and compile settings, a plain Keras optimizer without state
+    (`pipeline.optimizers.serving_copy`); the optimizer's state is in the resume backup.
     """
 
     def __init__(self, state, monitor: str):
@@ -45,6 +48,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.state = state
         self.monitor = monitor
         self.mode = mode_for(monitor)
+        self._serving = None  # the serving copy, made once, then given each best epoch's weights
 
     def _better(self, value: float, best: dict | None) -> bool:
         if not math.isfinite(value):
@@ -57,7 +61,11 @@ class BestCheckpoint(keras.callbacks.Callback):
         value = float((logs or {}).get(self.monitor, float("nan")))
         if self._better(value, self.state.best()):
             tmp = self.state.best_model_path.with_name(".best.tmp.keras")
-            self.model.save(tmp)
+            if self._serving is None:
+                self._serving = serving_copy(self.model)
+            else:
+                self._serving.set_weights(self.model.get_weights())
+            self._serving.save(tmp)
             os.replace(tmp, self.state.best_model_path)
             atomic_write_json(
                 self.state.best_path, {"epoch": epoch + 1, "value": value, "monitor": self.monitor}

@@ -273,6 +273,7 @@ def train_keras(
     import tensorflow as tf
 
     from pipeline.models import InputSpec, build_model
+    from pipeline.optimizers import make_optimizer
 
     device = configure_device(runtime)
     _seed_everything(seed, runtime.deterministic)
@@ -309,7 +310,9 @@ def train_keras(
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = build_model(experiment.model, spec, name=name)
         model.compile(
-            optimizer=_optimizer(experiment),
+            optimizer=make_optimizer(
+                experiment.optimizer, experiment.learning_rate, distributed=strategy is not None
+            ),
             loss=loss,
             metrics=[metric],
             steps_per_execution=runtime.steps_per_execution,
@@ -466,17 +469,6 @@ def _last_epoch(model) -> int:
     """Epochs finished by `fit` (the history object counts only this segment's epochs)."""
     history = model.history
     return int(max(history.epoch) + 1) if history is not None and history.epoch else 0
-
-
-def _optimizer(experiment: Experiment):
-    import keras
-
-    classes = {
-        "sgd": keras.optimizers.SGD,
-        "rmsprop": keras.optimizers.RMSprop,
-        "adam": keras.optimizers.Adam,
-    }
-    return classes[experiment.optimizer](learning_rate=experiment.learning_rate)
 
 
 def _versions(*, keras_too: bool) -> dict:
