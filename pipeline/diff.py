@@ -183,6 +183,8 @@ def _delta(key: str, old, new) -> str:
         text = f"{delta:+,}" if isinstance(delta, int) else f"{delta:+.4f}"
         return f"{text} {arrow}"
     text = f"{delta:+.1f}" if key == "train_time_s" else f"{delta:+.4f}"
+    if float(text) == 0:  # a change below the precision shown: neither better nor worse
+        return "≈"
     better = _better(key, delta)
     mark = "" if better is None else (" 🟢" if better else " 🔴")
     return f"{text} {arrow}{mark}"
@@ -365,7 +367,8 @@ def render_markdown(
     lines += [
         "",
         "<sub>🟢 better, 🔴 worse (lower is better for losses, errors (MAE, MSE, RMSE), "
-        "spreads and training time); ↑/↓ the direction of the change.</sub>",
+        "spreads and training time); ↑/↓ the direction of the change; ≈ a change smaller "
+        "than the precision shown.</sub>",
     ]
     return "\n".join(lines) + "\n"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.diff import COMMENT_MARKER, render_markdown
+from pipeline.diff import COMMENT_MARKER, _delta, render_markdown
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -223,3 +223,11 @@ def test_render_summarises_each_task_by_its_own_metric_and_direction():
     assert "| hamming_loss | 0.0300 | 0.0200 |" not in markdown  # old first, then new
     assert "| hamming_loss | 0.0200 | 0.0300 | +0.0100 ↑ 🔴 |" in markdown
     assert "| fold0_n_train | 235 | 236 | +1.0000 ↑ |" in markdown  # a count: no verdict
+
+
+def test_a_change_below_the_shown_precision_is_neither_better_nor_worse():
+    assert _delta("test_mae", 42.51420, 42.51423) == "≈"  # +0.0000 would read as a regression
+    assert _delta("test_mae", 42.5142, 42.5142) == "="
+    assert _delta("test_mae", 42.5142, 42.6142) == "+0.1000 ↑ 🔴"
+    assert _delta("test_accuracy", 0.8791, 0.8762) == "-0.0029 ↓ 🔴"
+    assert _delta("train_time_s", 25.51, 25.53) == "≈"
