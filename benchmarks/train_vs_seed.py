@@ -63,6 +63,7 @@ def main() -> None:
         f"All times: seed {[round(t, 1) for t in seed_times]}, pipeline "
         f"{[round(t, 1) for t in pipe_times]}"
     )
+    print(f"All test accuracies: seed {seed_acc}, pipeline {pipe_acc}")
 
 
 if __name__ == "__main__":
