@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from cnn_epoch import _matmul_rate  # this folder is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 BATCH, ROWS, UNITS = 128, 48_000, (784, 256, 128, 10)
 WAYS = ("seed", "pipeline, Keras Adam", "pipeline", "bare loop")
@@ -189,19 +191,6 @@ def _bare_epochs(np, tf, prepared: Path, epochs: int) -> list[float]:
         epoch(tf.random.shuffle(tf.range(ROWS))).numpy()
         times.append(time.perf_counter() - started)
     return times[1:]
-
-
-def _matmul_rate(tf, np) -> float:
-    """Float32 matrix-multiply rate of this machine through TensorFlow (best of 5), GFLOP/s."""
-    a = tf.constant(np.random.default_rng(0).random((2048, 2048), dtype=np.float32))
-    product = tf.function(lambda a: tf.reduce_sum(tf.matmul(a, a)))
-    product(a).numpy()
-    best = float("inf")
-    for _ in range(5):
-        started = time.perf_counter()
-        product(a).numpy()
-        best = min(best, time.perf_counter() - started)
-    return 2 * 2048**3 / best / 1e9
 
 
 def main() -> None:
