@@ -39,7 +39,7 @@ class BestCheckpoint(keras.callbacks.Callback):
     Keras' `ModelCheckpoint` writes in place and forgets the best value after a resume; this one
     writes `best.keras` under a temporary name and renames it, and starts from the value stored
     beside it, so an interrupted run never replaces its best model with a worse one. The file is
-    the serving model: weights and compile settings, a plain Keras optimizer without state
+    the serving model: weights and compile settings, a plain Keras optimizer with its state reset
     (`pipeline.optimizers.serving_copy`); the optimizer's state is in the resume backup.
     """
 

@@ -9,8 +9,9 @@ Keras' own update everywhere else.
 
 Saved models never name `FusedAdam`: `serving_copy` gives the model that the best checkpoint
 writes — the same weights and compile settings, `FusedAdam` replaced by a plain
-`keras.optimizers.Adam` of the same hyperparameters, no optimizer state (that lives in the
-resume backup) — so `keras.saving.load_model(path, safe_mode=True)` loads it with Keras alone.
+`keras.optimizers.Adam` of the same hyperparameters, its state reset (the training state lives
+in the resume backup) — so `keras.saving.load_model(path, safe_mode=True)` loads it with Keras
+alone.
 """
 
 from __future__ import annotations
@@ -84,11 +85,14 @@ def make_optimizer(name: str, learning_rate: float, *, distributed: bool = False
 
 def serving_copy(model: keras.Model) -> keras.Model:
     """A copy of `model` with its weights and compile settings and a fresh optimizer of the same
-    hyperparameters (`FusedAdam` becomes a plain Keras Adam): the model a checkpoint keeps.
-    An uncompiled model is its own serving copy."""
+    hyperparameters (`FusedAdam` becomes a plain Keras Adam; under mixed precision, the loss-scale
+    wrapper is made anew around it): the model a checkpoint keeps. An uncompiled model is its own
+    serving copy."""
     if not getattr(model, "compiled", False):
         return model
     optimizer = model.optimizer
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer  # compiling under mixed precision wraps it again
     if isinstance(optimizer, FusedAdam):
         optimizer = optimizer.portable()
     config = model.get_compile_config()
