@@ -180,17 +180,22 @@ def test_workflow_updates_one_comment_found_by_the_marker(tmp_path):
     assert result.stdout.split() == ["12"]
 
 
-def test_render_marks_removed_and_unevaluated_experiments():
-    old = {"kept": {"test_accuracy": 0.9, "model": "mlp"}, "gone": {"test_accuracy": 0.8}}
-    new = {"kept": {"test_accuracy": 0.85, "model": "cnn"}}
-    markdown = render_markdown(
+def render_against_main(old: dict, new: dict, **options) -> str:
+    """The summary of `new` metrics against `old` ones at `main`, with no params changed."""
+    return render_markdown(
         base_rev="main",
         base_commit="0123456789abcdef",
         params_changes={},
         old_metrics=old,
         new_metrics=new,
-        not_evaluated=["pending"],
+        **options,
     )
+
+
+def test_render_marks_removed_and_unevaluated_experiments():
+    old = {"kept": {"test_accuracy": 0.9, "model": "mlp"}, "gone": {"test_accuracy": 0.8}}
+    new = {"kept": {"test_accuracy": 0.85, "model": "cnn"}}
+    markdown = render_against_main(old, new, not_evaluated=["pending"])
     assert "## Metrics: this revision vs `main` (0123456)" in markdown
     assert "| test_accuracy | 0.9000 | 0.8500 | -0.0500 ↓ 🔴 |" in markdown
     assert "Changed: model `mlp` → `cnn`" in markdown
@@ -210,13 +215,7 @@ def test_render_summarises_each_task_by_its_own_metric_and_direction():
         "reg (K-fold)": {"ensemble_test_mae": 42.0, "fold0_n_train": 236},
         "tags": {"micro_f1": 0.92, "hamming_loss": 0.03},
     }
-    markdown = render_markdown(
-        base_rev="main",
-        base_commit="0123456789abcdef",
-        params_changes={},
-        old_metrics=old,
-        new_metrics=new,
-    )
+    markdown = render_against_main(old, new)
     assert "| `reg` | test_mae | 40.0000 | 38.0000 | -2.0000 ↓ 🟢 |" in markdown
     assert "| `tags` | micro_f1 | 0.9000 | 0.9200 | +0.0200 ↑ 🟢 |" in markdown
     assert "| `reg (K-fold)` | ensemble_test_mae | 41.0000 | 42.0000 | +1.0000 ↑ 🔴 |" in markdown
