@@ -57,7 +57,7 @@ def _worker(way: str, images: int, repeats: int) -> dict:
     import tensorflow as tf
 
     from pipeline.params import load_params
-    from pipeline.train import (
+    from pipeline.stages.train import (
         TrainData,
         _optimizer,
         _seed_everything,
@@ -87,7 +87,7 @@ def _worker(way: str, images: int, repeats: int) -> dict:
             epochs.append((wall, cpu))
 
     if way == "pipeline":
-        from pipeline.models import InputSpec, build_model
+        from pipeline.modeling.models import InputSpec, build_model
 
         spec = InputSpec(shape=x.shape[1:], num_classes=10, value_max=255)
         model = build_model(experiment.model, spec, name="fashion_cnn")

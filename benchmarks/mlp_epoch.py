@@ -13,7 +13,7 @@ for `--rounds`: one warm-up epoch (tracing), then `--epochs` timed ones, the med
 - `pipeline, Keras Adam`: the train stage's code path (`build_model` with `uint8` input scaled in
   the model, `make_datasets`, `fit` with the stage's `steps_per_execution`, validation on the
   12,000 validation rows) with `keras.optimizers.Adam`;
-- `pipeline`: the same with the stage's optimizer (`FusedAdam`, `pipeline/optimizers.py`);
+- `pipeline`: the same with the stage's optimizer (`FusedAdam`, `pipeline/modeling/optimizers.py`);
 - `bare loop`: a lower bound for TensorFlow on this machine — one `tf.function` per epoch
   doing only the arithmetic (batch gather, scaling, the three layers, dropout, the loss, its
   gradient, the fused Adam update); no metrics, no validation, no callbacks, no Keras.
@@ -109,10 +109,10 @@ def _seed_epochs(np, prepared: Path, epochs: int) -> list[float]:
 def _pipeline_epochs(way: str, epochs: int) -> list[float]:
     import keras
 
-    from pipeline.models import InputSpec, build_model
-    from pipeline.optimizers import make_optimizer
+    from pipeline.modeling.models import InputSpec, build_model
+    from pipeline.modeling.optimizers import make_optimizer
     from pipeline.params import load_params
-    from pipeline.train import _seed_everything, load_train_data, make_datasets
+    from pipeline.stages.train import _seed_everything, load_train_data, make_datasets
 
     params = load_params(ROOT / "params.yaml")
     experiment = params.experiment("fashion_mlp")

@@ -1,6 +1,6 @@
 """Time the multi-label input pipeline: `tf.data` stream against Pillow one file at a time.
 
-A set of coloured garments (`pipeline.garments`, from Fashion-MNIST's training images where
+A set of coloured garments (`pipeline.data.garments`, from Fashion-MNIST's training images where
 Debian's mirror is installed, otherwise synthetic grey garments) is written as PNGs into a
 temporary directory; then the same files are read, decoded and resized to `--size` pixels
 square by:
@@ -32,8 +32,8 @@ import numpy as np
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from pipeline.garments import LABELS, generate  # noqa: E402
-from pipeline.multilabel import (  # noqa: E402
+from pipeline.data.garments import LABELS, generate  # noqa: E402
+from pipeline.tasks.multilabel import (  # noqa: E402
     load_images_python,
     make_image_dataset,
     read_label_table,
@@ -47,7 +47,7 @@ def source_images(n: int) -> tuple[np.ndarray, np.ndarray, str]:
     images = FASHION_MNIST / "train-images-idx3-ubyte.gz"
     labels = FASHION_MNIST / "train-labels-idx1-ubyte.gz"
     if images.is_file() and labels.is_file():
-        from pipeline.datasets import read_idx
+        from pipeline.data.catalog import read_idx
 
         return read_idx(images), read_idx(labels), "Fashion-MNIST training images"
     rng = np.random.default_rng(0)

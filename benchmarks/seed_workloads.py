@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.params import load_params  # noqa: E402
-from pipeline.report import SEED_REFERENCE  # noqa: E402
+from pipeline.stages.report import SEED_REFERENCE  # noqa: E402
 
 
 def read(path: Path) -> dict | None:

@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from pipeline import paths
-from pipeline.errors import AtelierError, ParamsError
+from pipeline.core import paths
+from pipeline.core.errors import AtelierError, ParamsError
 from pipeline.params import Params, parse_params
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.errors import AtelierError
+from pipeline.core.errors import AtelierError
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from flows.common import (
     run_command,
     tool_env,
 )
-from pipeline import paths
-from pipeline.errors import AtelierError, ParamsError
+from pipeline.core import paths
+from pipeline.core.errors import AtelierError, ParamsError
 from pipeline.params import LOWER_IS_BETTER_SUFFIXES
 
 LOCK_RETRIES = 3

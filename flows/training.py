@@ -47,8 +47,8 @@ from flows.common import (
     tool_env,
     write_overrides,
 )
-from pipeline import paths
-from pipeline.errors import AtelierError, ParamsError
+from pipeline.core import paths
+from pipeline.core.errors import AtelierError, ParamsError
 from pipeline.params import Params
 
 GROUP_ORDER = (

@@ -13,8 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline import paths
-from pipeline.errors import AtelierError
+from pipeline.core import paths
+from pipeline.core.errors import AtelierError
 
 STAGES = ("download", "preprocess", "split", "train", "evaluate", "report")
 
@@ -90,7 +90,7 @@ def _accept_params_after_subcommand(sub) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipeline.datasets import get_dataset
+    from pipeline.data.catalog import get_dataset
     from pipeline.params import load_params
 
     params = load_params(args.params)
@@ -105,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
                 f"{params.data.datasets}; add it there first."
             )
     if args.command == "download":
-        from pipeline.download import DownloadSettings, download
+        from pipeline.stages.download import DownloadSettings, download
 
         settings = DownloadSettings(
             mirrors=tuple(params.data.mirrors),
@@ -114,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         download(spec, paths.raw_dir(spec.name), settings)
     elif args.command == "preprocess":
-        from pipeline.preprocess import PreprocessSettings, preprocess
+        from pipeline.stages.preprocess import PreprocessSettings, preprocess
 
         settings = PreprocessSettings(
             seed=params.base.seed, test_fraction=params.data.test_fraction
@@ -126,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
             settings=settings,
         )
     elif args.command == "split":
-        from pipeline.split import SplitSettings, split
+        from pipeline.stages.split import SplitSettings, split
 
         settings = SplitSettings(
             val_fraction=params.split.val_fraction, folds=params.split.folds, seed=params.base.seed
@@ -137,23 +137,23 @@ def _run(args: argparse.Namespace) -> int:
             settings=settings,
         )
     elif args.command == "train":
-        from pipeline.train import train_experiment
+        from pipeline.stages.train import train_experiment
 
         train_experiment(params, args.experiment, root=Path("."), fold=args.fold)
     elif args.command == "crossval":
-        from pipeline.regression import crossval_experiment
+        from pipeline.tasks.regression import crossval_experiment
 
         crossval_experiment(params, args.experiment, root=Path("."))
     elif args.command == "evaluate":
-        from pipeline.evaluate import evaluate_experiment
+        from pipeline.stages.evaluate import evaluate_experiment
 
         evaluate_experiment(params, args.experiment, root=Path("."))
     elif args.command == "report":
-        from pipeline.report import build_report
+        from pipeline.stages.report import build_report
 
         build_report(params, root=Path("."))
     elif args.command == "diff":
-        from pipeline.diff import write_diff
+        from pipeline.stages.diff import write_diff
 
         write_diff(
             args.base_rev,
@@ -163,7 +163,7 @@ def _run(args: argparse.Namespace) -> int:
             experiments=list(params.experiments),
         )
     elif args.command == "select":
-        from pipeline.select import select
+        from pipeline.stages.select import select
 
         spec = get_dataset(args.dataset)
         select(params, spec.name, root=Path("."))

@@ -23,8 +23,8 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.datasets import CATALOG
-from pipeline.errors import ParamsError
+from pipeline.data.catalog import CATALOG
+from pipeline.core.errors import ParamsError
 
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 DropoutRate = Annotated[float, Field(ge=0.0, lt=1.0)]

@@ -41,9 +41,9 @@ import yaml
 from gto.constants import VersionSort
 from gto.versions import SemVer
 
-from pipeline.errors import AtelierError
+from pipeline.core.errors import AtelierError
 from pipeline.params import Params, RegistryParams, load_params
-from pipeline.select import BASELINE_FILE, CARD_FILE, CHAMPIONS_DIR
+from pipeline.stages.select import BASELINE_FILE, CARD_FILE, CHAMPIONS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -883,7 +883,7 @@ def load(
     with tempfile.TemporaryDirectory(prefix="atelier-load-") as tmp:
         path = registry.get(artifact, tmp, stage=None if version else stage, version=version)
         if path.name == BASELINE_FILE:
-            from pipeline.models import LinearPredictor
+            from pipeline.modeling.models import LinearPredictor
 
             return LinearPredictor.load(path)
         import keras

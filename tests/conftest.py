@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.datasets import IDX_FILES, DatasetSpec, FileSpec, read_idx_dataset
+from pipeline.data.catalog import IDX_FILES, DatasetSpec, FileSpec, read_idx_dataset
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -207,10 +207,10 @@ def idx() -> IdxKit:
 def prepare_dataset(spec, root: Path, *, download_settings=None, split_settings=None) -> dict:
     """Run the real download, preprocess and split stages for `spec` under `root`; return the
     prepared meta."""
-    from pipeline import paths
-    from pipeline.download import DownloadSettings, download
-    from pipeline.preprocess import PreprocessSettings, preprocess
-    from pipeline.split import SplitSettings, split
+    from pipeline.core import paths
+    from pipeline.stages.download import DownloadSettings, download
+    from pipeline.stages.preprocess import PreprocessSettings, preprocess
+    from pipeline.stages.split import SplitSettings, split
 
     download(spec, paths.raw_dir(spec.name, root), download_settings or DownloadSettings())
     meta = preprocess(
@@ -229,6 +229,6 @@ def prepare_dataset(spec, root: Path, *, download_settings=None, split_settings=
 
 def prepare_digits(root: Path) -> None:
     """Run the real download, preprocess and split stages for `digits` under `root`."""
-    from pipeline.datasets import DIGITS
+    from pipeline.data.catalog import DIGITS
 
     prepare_dataset(DIGITS, root)

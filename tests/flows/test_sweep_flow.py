@@ -11,7 +11,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.sweep import sweep
-from pipeline.errors import ParamsError
+from pipeline.core.errors import ParamsError
 
 SGD_ONLY = {"digits_sgd": TINY_EXPERIMENTS["digits_sgd"]}
 MAX_ITER = "experiments.digits_sgd.model.max_iter"

@@ -31,7 +31,7 @@ from prefect.client.schemas.filters import (
 from prefect.logging.handlers import APILogWorker
 
 from flows.training import training
-from pipeline.errors import AtelierError, ParamsError
+from pipeline.core.errors import AtelierError, ParamsError
 
 DATA_STAGES = ("download@digits", "preprocess@digits", "split@digits")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.diff import COMMENT_MARKER, _delta, render_markdown
+from pipeline.stages.diff import COMMENT_MARKER, _delta, render_markdown
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

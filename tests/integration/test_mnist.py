@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import paths
-from pipeline.datasets import CATALOG, IDX_FILES, MNIST, FileSpec
-from pipeline.download import DownloadSettings, download
+from pipeline.core import paths
+from pipeline.data.catalog import CATALOG, IDX_FILES, MNIST, FileSpec
+from pipeline.stages.download import DownloadSettings, download
 from pipeline.params import load_params, parse_params
 from tests.conftest import prepare_dataset
 
@@ -48,8 +48,8 @@ def served_mnist(http_server, monkeypatch, idx):
 
 
 def test_mnist_set_trains_and_evaluates_end_to_end(served_mnist, project_root, tmp_path):
-    from pipeline.evaluate import evaluate_experiment
-    from pipeline.train import train_experiment
+    from pipeline.stages.evaluate import evaluate_experiment
+    from pipeline.stages.train import train_experiment
 
     raw = yaml.safe_load((project_root / "params.yaml").read_text())
     experiment = {**raw["experiment_sets"]["mnist"]["mnist_mlp64_32"], "epochs": 4, "patience": 2}

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.models import LinearPredictor
+from pipeline.modeling.models import LinearPredictor
 from pipeline.registry import NothingToRegister, Registry, RegistryError, load
 
 PROJECT_FILES = ("pyproject.toml", ".dvcignore", ".gitignore")

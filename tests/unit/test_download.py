@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline.download import DownloadSettings, download
-from pipeline.errors import DataError
+from pipeline.stages.download import DownloadSettings, download
+from pipeline.core.errors import DataError
 
 FAST = DownloadSettings(timeout_s=5, retries=3, backoff_factor=0.01, backoff_max_s=0.05)
 IMAGES = "train-images-idx3-ubyte.gz"

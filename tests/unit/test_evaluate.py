@@ -22,11 +22,11 @@ import pytest
 import yaml
 
 from pipeline.__main__ import main
-from pipeline.errors import AtelierError
-from pipeline.evaluate import class_slug, evaluate_experiment, load_keras_model
-from pipeline.models import LinearPredictor
+from pipeline.core.errors import AtelierError
+from pipeline.stages.evaluate import class_slug, evaluate_experiment, load_keras_model
+from pipeline.modeling.models import LinearPredictor
 from pipeline.params import parse_params
-from pipeline.train import train_experiment
+from pipeline.stages.train import train_experiment
 from tests.conftest import prepare_digits
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

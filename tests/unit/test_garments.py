@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import garments
-from pipeline.garments import BACKGROUND_RGB, COLOURS, ITEMS, LABELS, generate
+from pipeline.data import garments
+from pipeline.data.garments import BACKGROUND_RGB, COLOURS, ITEMS, LABELS, generate
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 SOURCE_ROWS = 400
@@ -30,7 +30,7 @@ def source() -> tuple[np.ndarray, np.ndarray]:
         FASHION_MNIST / "t10k-labels-idx1-ubyte.gz",
     )
     if images.is_file() and labels.is_file():
-        from pipeline.datasets import read_idx
+        from pipeline.data.catalog import read_idx
 
         return read_idx(images)[:SOURCE_ROWS], read_idx(labels)[:SOURCE_ROWS]
     rng = np.random.default_rng(0)
@@ -158,7 +158,7 @@ def test_all_items_and_colours_for_a_modest_n(source, tmp_path):
 
 
 def test_coat_and_bag_only_give_an_error(tmp_path):
-    from pipeline.errors import DataError
+    from pipeline.core.errors import DataError
 
     x = np.zeros((6, 28, 28), dtype=np.uint8)
     y = np.array([4, 8, 4, 8, 4, 8], dtype=np.uint8)

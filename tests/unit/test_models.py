@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline.errors import AtelierError
-from pipeline.models import InputSpec, build_model
+from pipeline.core.errors import AtelierError
+from pipeline.modeling.models import InputSpec, build_model
 from pipeline.params import (
     CNNParams,
     MLPParams,

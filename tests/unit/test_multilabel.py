@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.errors import DataError
-from pipeline.multilabel import (
+from pipeline.core.errors import DataError
+from pipeline.tasks.multilabel import (
     LabelTable,
     load_images_python,
     make_image_dataset,
@@ -304,7 +304,7 @@ def test_per_label_confusion_counts():
 
 
 def test_shape_mismatch_is_an_error():
-    from pipeline.errors import AtelierError
+    from pipeline.core.errors import AtelierError
 
     with pytest.raises(AtelierError, match="trained on other labels"):
         multilabel_metrics(Y_TRUE, PROBA[:, :2], NAMES)
@@ -345,7 +345,7 @@ def test_plots_are_written(tmp_path):
 
 
 def test_importing_the_module_does_not_import_tensorflow():
-    code = "import sys, pipeline.multilabel; print('tensorflow' in sys.modules)"
+    code = "import sys, pipeline.tasks.multilabel; print('tensorflow' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
     )

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import paths
-from pipeline.datasets import APPAREL, FASHION_MNIST, GARMENTS, IDX_FILES, FileSpec
-from pipeline.download import DownloadSettings, download
-from pipeline.errors import DataError, ParamsError
+from pipeline.core import paths
+from pipeline.data.catalog import APPAREL, FASHION_MNIST, GARMENTS, IDX_FILES, FileSpec
+from pipeline.stages.download import DownloadSettings, download
+from pipeline.core.errors import DataError, ParamsError
 from pipeline.params import parse_params
 from tests.conftest import IdxKit, prepare_dataset
 
@@ -75,8 +75,8 @@ def params_for(project_root, experiments: dict, datasets=("garments",)):
 
 @pytest.fixture(scope="module")
 def trained(garments_root, project_root):
-    from pipeline.evaluate import evaluate_experiment
-    from pipeline.train import train_experiment
+    from pipeline.stages.evaluate import evaluate_experiment
+    from pipeline.stages.train import train_experiment
 
     root, _ = garments_root
     params = params_for(project_root, {"garments_mlp": EXPERIMENT})
@@ -129,7 +129,7 @@ def test_multilabel_evaluation_writes_per_label_figures(trained, garments_root):
 
 
 def test_cnn_gets_a_sigmoid_head_on_a_multilabel_set():
-    from pipeline.models import InputSpec, build_model
+    from pipeline.modeling.models import InputSpec, build_model
     from pipeline.params import CNNParams
 
     model = build_model(

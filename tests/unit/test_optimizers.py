@@ -16,8 +16,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from pipeline.models import InputSpec, build_model  # noqa: E402
-from pipeline.optimizers import FusedAdam, make_optimizer, serving_copy  # noqa: E402
+from pipeline.modeling.models import InputSpec, build_model  # noqa: E402
+from pipeline.modeling.optimizers import FusedAdam, make_optimizer, serving_copy  # noqa: E402
 from pipeline.params import MLPParams  # noqa: E402
 
 SPEC = InputSpec(shape=(8, 8), num_classes=10, value_max=16)

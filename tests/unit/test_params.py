@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from pipeline.errors import ParamsError
+from pipeline.core.errors import ParamsError
 from pipeline.params import Params, load_params, parse_params
 
 VALID = {

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.datasets import CATALOG, DIGITS, FASHION_MNIST
-from pipeline.download import DownloadSettings, download
-from pipeline.errors import DataError
-from pipeline.preprocess import PreprocessSettings, preprocess
-from pipeline.split import SplitSettings, split
+from pipeline.data.catalog import CATALOG, DIGITS, FASHION_MNIST
+from pipeline.stages.download import DownloadSettings, download
+from pipeline.core.errors import DataError
+from pipeline.stages.preprocess import PreprocessSettings, preprocess
+from pipeline.stages.split import SplitSettings, split
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.errors import AtelierError, ParamsError
-from pipeline.models import LinearPredictor
+from pipeline.core.errors import AtelierError, ParamsError
+from pipeline.modeling.models import LinearPredictor
 from pipeline.params import RegistryParams, parse_params
 from pipeline.registry import (
     RegistryError,
@@ -19,7 +19,7 @@ from pipeline.registry import (
     parse_version,
     tree_md5,
 )
-from pipeline.select import select
+from pipeline.stages.select import select
 
 # --- versions -----------------------------------------------------------------------------------
 

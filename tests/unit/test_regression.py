@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import paths
-from pipeline.datasets import BOSTON_HOUSING, CATALOG, DIABETES, FileSpec
-from pipeline.download import DownloadSettings, download
-from pipeline.errors import DataError, ParamsError
+from pipeline.core import paths
+from pipeline.data.catalog import BOSTON_HOUSING, CATALOG, DIABETES, FileSpec
+from pipeline.stages.download import DownloadSettings, download
+from pipeline.core.errors import DataError, ParamsError
 from pipeline.params import parse_params
-from pipeline.split import SplitSettings, split
+from pipeline.stages.split import SplitSettings, split
 from tests.conftest import prepare_dataset
 
 FAST = DownloadSettings(retries=0, timeout_s=5)
@@ -59,8 +59,8 @@ def diabetes_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(diabetes_root, project_root):
-    from pipeline.evaluate import evaluate_experiment
-    from pipeline.train import train_experiment
+    from pipeline.stages.evaluate import evaluate_experiment
+    from pipeline.stages.train import train_experiment
 
     params = regression_params(project_root, {"diabetes_regressor": REGRESSOR})
     summary = train_experiment(params, "diabetes_regressor", root=diabetes_root)
@@ -260,8 +260,8 @@ def test_regression_plot_data_and_history(trained, diabetes_root):
 
 
 def test_each_fold_trains_on_the_other_folds_and_the_aggregate_reports_them(trained, diabetes_root):
-    from pipeline.regression import crossval_experiment
-    from pipeline.train import train_experiment
+    from pipeline.tasks.regression import crossval_experiment
+    from pipeline.stages.train import train_experiment
 
     params = trained[0]
     params = params.model_copy(
@@ -295,7 +295,7 @@ def test_each_fold_trains_on_the_other_folds_and_the_aggregate_reports_them(trai
 
 
 def test_fold_of_an_unsplit_dataset_is_explained(trained, diabetes_root, tmp_path):
-    from pipeline.train import load_train_data
+    from pipeline.stages.train import load_train_data
 
     with pytest.raises(DataError, match="Fold 7 does not exist"):
         load_train_data("diabetes", diabetes_root, fold=7)

@@ -19,16 +19,16 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.errors import AtelierError
-from pipeline.evaluate import evaluate_experiment
+from pipeline.core.errors import AtelierError
+from pipeline.stages.evaluate import evaluate_experiment
 from pipeline.params import parse_params
-from pipeline.report import (
+from pipeline.stages.report import (
     _overfitting_note,
     build_report,
     most_confused_pairs,
     plot_class_samples,
 )
-from pipeline.train import train_experiment
+from pipeline.stages.train import train_experiment
 from tests.conftest import prepare_digits
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -21,15 +21,15 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import paths
-from pipeline.datasets import DIGITS
-from pipeline.download import DownloadSettings, download
-from pipeline.errors import AtelierError, DataError, ParamsError
-from pipeline.models import LinearPredictor
+from pipeline.core import paths
+from pipeline.data.catalog import DIGITS
+from pipeline.stages.download import DownloadSettings, download
+from pipeline.core.errors import AtelierError, DataError, ParamsError
+from pipeline.modeling.models import LinearPredictor
 from pipeline.params import load_params, parse_params
-from pipeline.preprocess import PreprocessSettings, preprocess
-from pipeline.split import SplitSettings, split
-from pipeline.train import train_experiment
+from pipeline.stages.preprocess import PreprocessSettings, preprocess
+from pipeline.stages.split import SplitSettings, split
+from pipeline.stages.train import train_experiment
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DIGITS_TRAIN_ROWS = 1150  # 1,797 rows → 1,437 train (test_fraction 0.2) → 1,150 after val 0.2
@@ -457,7 +457,7 @@ def test_standardize_uses_statistics_of_the_training_rows_only(project):
 
 
 def tiny_model():
-    from pipeline.models import InputSpec, build_model
+    from pipeline.modeling.models import InputSpec, build_model
     from pipeline.params import SoftmaxRegressionParams
 
     return build_model(
@@ -466,7 +466,7 @@ def tiny_model():
 
 
 def resume_state(directory: Path):
-    from pipeline.train import _ResumeState
+    from pipeline.stages.train import _ResumeState
 
     state = _ResumeState(directory, fingerprint="test")
     state.start()
@@ -476,7 +476,7 @@ def resume_state(directory: Path):
 def test_best_checkpoint_keeps_a_carried_over_best_against_a_worse_epoch(tmp_path):
     import keras
 
-    from pipeline.callbacks import BestCheckpoint
+    from pipeline.modeling.callbacks import BestCheckpoint
 
     state = resume_state(tmp_path / "checkpoints" / "x")
     carried = {"epoch": 3, "value": 0.1, "monitor": "val_loss"}  # from before an interruption
@@ -507,7 +507,7 @@ def test_best_checkpoint_keeps_a_carried_over_best_against_a_worse_epoch(tmp_pat
 
 
 def test_best_checkpoint_on_accuracy_keeps_the_highest(tmp_path):
-    from pipeline.callbacks import BestCheckpoint
+    from pipeline.modeling.callbacks import BestCheckpoint
 
     state = resume_state(tmp_path / "checkpoints" / "x")
     callback = BestCheckpoint(state, "val_accuracy")
@@ -521,7 +521,7 @@ def test_best_checkpoint_on_accuracy_keeps_the_highest(tmp_path):
 
 
 def test_early_stopping_after_a_resume_counts_patience_from_the_best_epoch():
-    from pipeline.callbacks import ResumableEarlyStopping
+    from pipeline.modeling.callbacks import ResumableEarlyStopping
 
     model = tiny_model()
     callback = ResumableEarlyStopping(
@@ -540,7 +540,7 @@ def test_backup_files_are_replaced_whole_never_rewritten_in_place(tmp_path):
     """A kill during an in-place write would leave a backup the next run cannot load."""
     import keras
 
-    from pipeline.callbacks import AtomicBackupAndRestore
+    from pipeline.modeling.callbacks import AtomicBackupAndRestore
 
     backup = tmp_path / "backup"
     model = tiny_model()

@@ -16,7 +16,7 @@ dataset's training images (for the sample grids) — and writes `reports/`:
   predicted, residual).
 
 Figures are drawn with matplotlib's Agg canvas (no display, no pyplot state). This module never
-imports TensorFlow (nor does `pipeline.evaluate` at import time), so the report takes seconds.
+imports TensorFlow (nor does `pipeline.stages.evaluate` at import time), so the report takes seconds.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import paths
-from pipeline.errors import AtelierError
-from pipeline.evaluate import new_figure, save_figure
-from pipeline.io import atomic_dir, atomic_write_bytes, read_json
+from pipeline.core import paths
+from pipeline.core.errors import AtelierError
+from pipeline.stages.evaluate import new_figure, save_figure
+from pipeline.core.io import atomic_dir, atomic_write_bytes, read_json
 from pipeline.params import Params
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import paths
-from pipeline.io import atomic_dir, atomic_write_bytes, atomic_write_json
+from pipeline.core import paths
+from pipeline.core.io import atomic_dir, atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ DIGITS = 6
 
 
 def evaluate_multilabel(experiment, name: str, train: dict, model_dir: Path, root: Path) -> dict:
-    from pipeline.evaluate import class_slug, load_keras_model, prepared_test_set, run_facts
-    from pipeline.multilabel import (
+    from pipeline.stages.evaluate import class_slug, load_keras_model, prepared_test_set, run_facts
+    from pipeline.tasks.multilabel import (
         load_images_python,
         make_image_dataset,
         multilabel_metrics,

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import paths
-from pipeline.errors import AtelierError, DataError
-from pipeline.io import atomic_dir, atomic_write_bytes, atomic_write_json, read_json
+from pipeline.core import paths
+from pipeline.core.errors import AtelierError, DataError
+from pipeline.core.io import atomic_dir, atomic_write_bytes, atomic_write_json, read_json
 from pipeline.params import TASK_METRIC, Experiment, Params, RuntimeParams
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def train_experiment(
 def _train_sgd(
     experiment: Experiment, data: TrainData, *, out_dir: Path, live_dir: Path, seed: int
 ) -> dict:
-    from pipeline.models import fit_sgd_logistic
+    from pipeline.modeling.models import fit_sgd_logistic
 
     started = time.perf_counter()
     predictor, cv_scores = fit_sgd_logistic(
@@ -272,8 +272,8 @@ def train_keras(
         )
     import tensorflow as tf
 
-    from pipeline.models import InputSpec, build_model
-    from pipeline.optimizers import make_optimizer
+    from pipeline.modeling.models import InputSpec, build_model
+    from pipeline.modeling.optimizers import make_optimizer
 
     device = configure_device(runtime)
     _seed_everything(seed, runtime.deterministic)
@@ -326,7 +326,7 @@ def train_keras(
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
-    from pipeline.callbacks import (
+    from pipeline.modeling.callbacks import (
         AtomicBackupAndRestore,
         BestCheckpoint,
         HistoryLog,
@@ -448,7 +448,7 @@ def make_datasets(data: TrainData, batch_size: int, seed: int):
 
 def _image_file_datasets(data: TrainData, batch_size: int, seed: int):
     """Multi-label sets: images streamed from disk, decoded and resized in `tf.data`."""
-    from pipeline.multilabel import make_image_dataset
+    from pipeline.tasks.multilabel import make_image_dataset
 
     root = Path(data.meta["prepared_dir"])
     size = int(data.meta["input_shape"][0])

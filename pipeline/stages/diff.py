@@ -23,8 +23,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import paths
-from pipeline.errors import AtelierError
+from pipeline.core import paths
+from pipeline.core.errors import AtelierError
 from pipeline.params import LOWER_IS_BETTER_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -407,7 +407,7 @@ def write_diff(
     if output is None:
         sys.stdout.write(body)
     else:
-        from pipeline.io import atomic_write_bytes
+        from pipeline.core.io import atomic_write_bytes
 
         atomic_write_bytes(output, body.encode())
         log.info("metrics diff against %s written to %s", base_rev, output)

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import DataError
-from pipeline.io import atomic_dir, atomic_write_bytes
+from pipeline.core.errors import DataError
+from pipeline.core.io import atomic_dir, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import AtelierError, DataError
-from pipeline.evaluate import DIGITS, new_figure, per_class_metrics, save_figure
+from pipeline.core.errors import AtelierError, DataError
+from pipeline.stages.evaluate import DIGITS, new_figure, per_class_metrics, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -371,7 +371,7 @@ def plot_prediction_grid(
     `images` are uint8 (N, S, S, 3) or (N, S, S); `true` and `pred` are (N, L) 0/1. Drawn by the
     report's image grid (one mosaic, one `imshow`).
     """
-    from pipeline.report import plot_image_grid
+    from pipeline.stages.report import plot_image_grid
 
     images = np.asarray(images)
     if len(images) == 0:

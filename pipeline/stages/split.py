@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import DataError
-from pipeline.io import atomic_dir, atomic_write_json, read_json
+from pipeline.core.errors import DataError
+from pipeline.core.io import atomic_dir, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 

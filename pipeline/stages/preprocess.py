@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.datasets import DatasetSpec
-from pipeline.errors import DataError
-from pipeline.io import atomic_dir, atomic_write_json
+from pipeline.data.catalog import DatasetSpec
+from pipeline.core.errors import DataError
+from pipeline.core.io import atomic_dir, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def _preprocess_image_files(
     """Images stay files: `images/` plus `x_{train,test}.npy` (paths relative to `out_dir`) and
     `y_{train,test}.npy` (N × labels, 0/1). `garments` is generated here from Fashion-MNIST;
     a copied label table (`apparel`) is checked, and its test rows held out, seeded."""
-    from pipeline.multilabel import read_label_table
+    from pipeline.tasks.multilabel import read_label_table
 
     with atomic_dir(out_dir) as staging:
         if spec.name == "garments":
@@ -176,8 +176,8 @@ def _preprocess_image_files(
 
 def _generate_garments(spec: DatasetSpec, raw_dir: Path, staging: Path, settings):
     """Coloured garments from Fashion-MNIST's training and test images (each to its own part)."""
-    from pipeline.datasets import read_idx_dataset
-    from pipeline.garments import LABELS, generate
+    from pipeline.data.catalog import read_idx_dataset
+    from pipeline.data.garments import LABELS, generate
 
     if tuple(LABELS) != tuple(spec.class_names):
         raise DataError(f"garments labels {LABELS} differ from the catalog's {spec.class_names}.")

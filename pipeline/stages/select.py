@@ -24,9 +24,9 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import paths
-from pipeline.errors import AtelierError
-from pipeline.io import atomic_dir, atomic_write_json, read_json
+from pipeline.core import paths
+from pipeline.core.errors import AtelierError
+from pipeline.core.io import atomic_dir, atomic_write_json, read_json
 from pipeline.params import Params
 
 log = logging.getLogger(__name__)

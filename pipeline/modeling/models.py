@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import AtelierError
+from pipeline.core.errors import AtelierError
 from pipeline.params import (
     CNNParams,
     MLPParams,
@@ -223,7 +223,7 @@ class LinearPredictor:
     def save(self, path: Path) -> None:
         import io
 
-        from pipeline.io import atomic_write_bytes
+        from pipeline.core.io import atomic_write_bytes
 
         buffer = io.BytesIO()
         np.savez(

@@ -24,9 +24,9 @@ import urllib3
 from urllib3.exceptions import HTTPError, MaxRetryError
 from urllib3.util import Retry, Timeout
 
-from pipeline.datasets import DatasetSpec, FileSpec
-from pipeline.errors import DataError
-from pipeline.io import atomic_dir
+from pipeline.data.catalog import DatasetSpec, FileSpec
+from pipeline.core.errors import DataError
+from pipeline.core.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +184,8 @@ def copy_label_table(spec: DatasetSpec, out_dir: Path, settings: DownloadSetting
     import csv
     import io
 
-    from pipeline.io import atomic_write_bytes
-    from pipeline.multilabel import read_label_table
+    from pipeline.core.io import atomic_write_bytes
+    from pipeline.tasks.multilabel import read_label_table
 
     name = spec.extra["label_csv"]
     tried = []

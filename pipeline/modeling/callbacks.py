@@ -11,8 +11,8 @@ from pathlib import Path
 
 import keras
 
-from pipeline.io import atomic_write_json
-from pipeline.optimizers import serving_copy
+from pipeline.core.io import atomic_write_json
+from pipeline.modeling.optimizers import serving_copy
 
 
 def mode_for(monitor: str) -> str:
@@ -40,7 +40,7 @@ class BestCheckpoint(keras.callbacks.Callback):
     writes `best.keras` under a temporary name and renames it, and starts from the value stored
     beside it, so an interrupted run never replaces its best model with a worse one. The file is
     the serving model: weights and compile settings, a plain Keras optimizer with its state reset
-    (`pipeline.optimizers.serving_copy`); the optimizer's state is in the resume backup.
+    (`pipeline.modeling.optimizers.serving_copy`); the optimizer's state is in the resume backup.
     """
 
     def __init__(self, state, monitor: str):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import DataError
+from pipeline.core.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -357,5 +357,5 @@ def get_dataset(name: str) -> DatasetSpec:
     except KeyError:
         raise DataError(
             f"Unknown dataset {name!r}; the catalog has {', '.join(sorted(CATALOG))}. "
-            "Add an entry to pipeline/datasets.py CATALOG to use another."
+            "Add an entry to pipeline/data/catalog.py CATALOG to use another."
         ) from None

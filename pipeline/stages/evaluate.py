@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import paths
-from pipeline.errors import AtelierError, DataError
-from pipeline.io import atomic_dir, atomic_write_bytes, atomic_write_json, read_json
+from pipeline.core import paths
+from pipeline.core.errors import AtelierError, DataError
+from pipeline.core.io import atomic_dir, atomic_write_bytes, atomic_write_json, read_json
 from pipeline.params import Params
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def predict_proba(model_dir: Path, x: np.ndarray, *, keras_model: bool) -> Score
     Only the Keras branch imports TensorFlow; the baseline is served by NumPy alone.
     """
     if not keras_model:
-        from pipeline.models import LinearPredictor
+        from pipeline.modeling.models import LinearPredictor
 
         baseline_path = model_dir / "model.npz"
         if not baseline_path.is_file():
@@ -160,7 +160,7 @@ def _validation_loss(dataset: str, root: Path, model_dir: Path) -> float:
     """Log loss of the baseline on the validation rows (Keras models record it while training)."""
     from sklearn.metrics import log_loss
 
-    from pipeline.models import LinearPredictor
+    from pipeline.modeling.models import LinearPredictor
 
     prepared, split = paths.prepared_dir(dataset, root), paths.split_dir(dataset, root)
     val_idx = np.load(split / "val_idx.npy")
@@ -244,11 +244,11 @@ def evaluate_experiment(params: Params, name: str, *, root: Path = Path(".")) ->
         )
     train = read_json(train_json)
     if experiment.task == "regression":
-        from pipeline.regression import evaluate_regression
+        from pipeline.tasks.regression import evaluate_regression
 
         return evaluate_regression(experiment, name, train, model_dir, root)
     if experiment.task == "multilabel":
-        from pipeline.evaluate_multilabel import evaluate_multilabel
+        from pipeline.stages.evaluate_multilabel import evaluate_multilabel
 
         return evaluate_multilabel(experiment, name, train, model_dir, root)
     test = load_test_set(experiment.dataset, root)

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import paths
-from pipeline.errors import AtelierError
-from pipeline.io import atomic_dir, atomic_write_bytes, atomic_write_json, read_json
+from pipeline.core import paths
+from pipeline.core.errors import AtelierError
+from pipeline.core.io import atomic_dir, atomic_write_bytes, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ DIGITS = 6
 
 
 def load_regression_test_set(dataset: str, root: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    from pipeline.evaluate import prepared_test_set
+    from pipeline.stages.evaluate import prepared_test_set
 
     prepared, meta = prepared_test_set(dataset, root)
     x = np.load(prepared / "x_test.npy").astype(np.float32)
@@ -42,7 +42,7 @@ def load_regression_test_set(dataset: str, root: Path) -> tuple[np.ndarray, np.n
 
 
 def predict(model_dir: Path, x: np.ndarray) -> np.ndarray:
-    from pipeline.evaluate import PREDICT_BATCH, load_keras_model
+    from pipeline.stages.evaluate import PREDICT_BATCH, load_keras_model
 
     model = load_keras_model(model_dir / "best.keras")
     return np.asarray(model.predict(x, batch_size=PREDICT_BATCH, verbose=0), np.float64).reshape(-1)
@@ -67,7 +67,7 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 
 def evaluate_regression(experiment, name: str, train: dict, model_dir: Path, root: Path) -> dict:
     """The regression branch of the evaluate stage; returns the metrics it wrote."""
-    from pipeline.evaluate import run_facts
+    from pipeline.stages.evaluate import run_facts
 
     x, y, meta = load_regression_test_set(experiment.dataset, root)
     y_pred = predict(model_dir, x)
@@ -111,7 +111,7 @@ def write_regression_plots(
 def plot_predicted_vs_actual(
     y_true: np.ndarray, y_pred: np.ndarray, path: Path, *, title: str, target: str
 ) -> None:
-    from pipeline.evaluate import new_figure, save_figure
+    from pipeline.stages.evaluate import new_figure, save_figure
 
     figure = new_figure(5.2, 5.0)
     axes = figure.add_subplot()
@@ -130,7 +130,7 @@ def plot_predicted_vs_actual(
 def plot_residuals(
     y_true: np.ndarray, y_pred: np.ndarray, path: Path, *, title: str, target: str
 ) -> None:
-    from pipeline.evaluate import new_figure, save_figure
+    from pipeline.stages.evaluate import new_figure, save_figure
 
     figure = new_figure(5.6, 4.0)
     axes = figure.add_subplot()
@@ -147,7 +147,7 @@ def plot_residuals(
 
 def crossval_experiment(params, name: str, *, root: Path = Path(".")) -> dict:
     """Aggregate the fold models of experiment `name`; write `metrics/crossval/<name>.json`."""
-    from pipeline.train import run_name
+    from pipeline.stages.train import run_name
 
     experiment = params.experiment(name)
     if name not in params.crossval.experiments:
