@@ -17,9 +17,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-## Run the pipeline (dvc repro) for the experiments in params.yaml.
+## Run the pipeline (dvc repro) for the experiments in params.yaml. params.yaml is checked
+## first: DVC removes a stage's outputs before its command (and our check) runs.
 repro: venv
 	test -d .git || git init --quiet
+	$(BIN)/python -m pipeline check
 	$(BIN)/dvc repro
 
 ## Run the whole test suite (unit, integration, slow end-to-end).

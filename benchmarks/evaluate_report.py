@@ -12,7 +12,8 @@ Everything happens in a throwaway copy of the project (git + DVC initialised the
 stages and the train stage run first, untimed, with every experiment's epochs capped at
 `--epochs` (default 1) — evaluation scores the same test set whatever the number of epochs, so
 the cap changes the setup time only. Usage: `python benchmarks/evaluate_report.py [--repeats 3]
-[--epochs 1] [--keep] [--reuse DIR]`.
+[--epochs 1] [--keep] [--reuse DIR]`. `--quick` keeps only the digits experiments and runs each
+stage once (under a minute; a check that the script still runs, not a measurement).
 """
 
 from __future__ import annotations
@@ -41,7 +42,12 @@ REPORT_PROBE = (
 )
 
 
-def make_copy(destination: Path, epochs: int) -> list[str]:
+def make_copy(destination: Path, epochs: int, datasets: list[str] | None = None) -> list[str]:
+    """Copy the project into `destination` with epochs capped; return the experiments' names.
+
+    `datasets`, when given, keeps only those datasets and their experiments (and the K-fold runs
+    of the experiments kept).
+    """
     shutil.copytree(
         PROJECT_ROOT / "pipeline",
         destination / "pipeline",
@@ -53,11 +59,27 @@ def make_copy(destination: Path, epochs: int) -> list[str]:
     (destination / ".dvc").mkdir()
     shutil.copy2(PROJECT_ROOT / ".dvc/config", destination / ".dvc/config")
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    if datasets is not None:
+        keep_datasets(params, datasets)
     for experiment in params["experiments"].values():
         if experiment["model"]["name"] != "sgd_logistic":
             experiment["epochs"] = min(int(experiment.get("epochs", 10)), epochs)
     (destination / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return list(params["experiments"])
+
+
+def keep_datasets(params: dict, datasets: list[str]) -> None:
+    params["data"]["datasets"] = datasets
+    params["experiments"] = {
+        name: experiment
+        for name, experiment in params["experiments"].items()
+        if experiment["dataset"] in datasets
+    }
+    crossval = params.get("crossval", {})
+    kept = [name for name in crossval.get("experiments", []) if name in params["experiments"]]
+    params["crossval"] = (
+        {**crossval, "experiments": kept} if kept else {"experiments": [], "folds": []}
+    )
 
 
 def set_up(workdir: Path, experiments: list[str], env: dict[str, str]) -> float:
@@ -98,7 +120,12 @@ def main() -> None:
     parser.add_argument(
         "--reuse", type=Path, help="a copy kept by an earlier --keep run: skip the setup"
     )
+    parser.add_argument(
+        "--quick", action="store_true", help="digits experiments only, one run: a smoke check"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.repeats = 1
 
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
@@ -116,7 +143,7 @@ def main() -> None:
             )
             experiments = list(yaml.safe_load((workdir / "params.yaml").read_text())["experiments"])
         else:
-            experiments = make_copy(workdir, args.epochs)
+            experiments = make_copy(workdir, args.epochs, ["digits"] if args.quick else None)
         setup_s = 0.0
         if not args.reuse:
             setup_s = set_up(workdir, experiments, env)
@@ -142,7 +169,8 @@ def main() -> None:
 
     print(
         f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{platform.system()}; {args.repeats} runs each; setup (data + train, epochs ≤ "
+        f"{platform.system()}; {'digits experiments only (--quick); ' if args.quick else ''}"
+        f"{args.repeats} runs each; setup (data + train, epochs ≤ "
         f"{args.epochs}) {setup_s:.0f} s, untimed; load average before: {load_before}.\n"
     )
     print("| Measure | Time / size | Goal | |")

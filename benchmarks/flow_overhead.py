@@ -11,6 +11,8 @@ included), in throwaway git + DVC copies of the project, with a Prefect server a
 `--pipeline digits` (default) runs the digits experiments of params.yaml; `--pipeline default`
 runs params.yaml as it is (about 10 minutes per run on 2 cores). Usage:
 `python benchmarks/flow_overhead.py [--pipeline digits|default] [--repeats 2] [--points 4]`.
+`--quick` runs `digits_sgd` alone (no TensorFlow), once, with a sweep of 2 points: a check that
+the script still runs, not a measurement.
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def make_copy(destination: Path, pipeline: str, env: dict[str, str]) -> Path:
+def make_copy(
+    destination: Path, pipeline: str, env: dict[str, str], only: str | None = None
+) -> Path:
+    """A committed git + DVC copy of the project; `only` keeps that one experiment."""
     destination.mkdir(parents=True)
     for package in ("pipeline", "flows"):
         shutil.copytree(
@@ -51,8 +56,13 @@ def make_copy(destination: Path, pipeline: str, env: dict[str, str]) -> Path:
         params["experiments"] = {
             name: experiment
             for name, experiment in params["experiments"].items()
-            if experiment["dataset"] == "digits"
+            if experiment["dataset"] == "digits" and only in (None, name)
         }
+    crossval = params.get("crossval", {})
+    kept = [name for name in crossval.get("experiments", []) if name in params["experiments"]]
+    params["crossval"] = (
+        {**crossval, "experiments": kept} if kept else {"experiments": [], "folds": []}
+    )
     (destination / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for command in (
         ["git", "init", "--quiet"],
@@ -111,7 +121,13 @@ def main() -> None:
     parser.add_argument("--pipeline", choices=("digits", "default"), default="digits")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--points", type=int, default=4, help="sweep points; 0 skips the sweep")
+    parser.add_argument(
+        "--quick", action="store_true", help="digits_sgd only, one run, 2 points: a smoke check"
+    )
     args = parser.parse_args()
+    only = None
+    if args.quick:
+        args.pipeline, args.repeats, args.points, only = "digits", 1, 2, "digits_sgd"
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -128,8 +144,8 @@ def main() -> None:
     times: dict[str, list[float]] = {}
     try:
         for repeat in range(args.repeats):
-            by_flow = make_copy(work / f"flow{repeat}", args.pipeline, env)
-            by_repro = make_copy(work / f"repro{repeat}", args.pipeline, env)
+            by_flow = make_copy(work / f"flow{repeat}", args.pipeline, env, only)
+            by_repro = make_copy(work / f"repro{repeat}", args.pipeline, env, only)
             order = [("flow", flow, by_flow), ("repro", repro, by_repro)]
             for name, command, root in order if repeat % 2 == 0 else order[::-1]:
                 times.setdefault(name, []).append(timed(command, root, env))
@@ -139,7 +155,7 @@ def main() -> None:
 
         if args.points == 0:
             return report(args, times)
-        sweep_root = make_copy(work / "sweep", args.pipeline, env)
+        sweep_root = make_copy(work / "sweep", args.pipeline, env, only)
         experiment = "digits_sgd" if args.pipeline == "digits" else "fashion_sgd"
         subprocess.run(repro + [f"split@{experiment.split('_')[0]}"], cwd=sweep_root, env=env,
                        check=True, capture_output=True)  # fmt: skip

@@ -14,6 +14,7 @@ process CPU time per image (all threads; less sensitive than wall time to other 
 machine) and the ratio of the medians, as a Markdown table. Both outputs are also compared
 (they differ by at most a rounding step). Usage:
 `python benchmarks/multilabel_input.py [--n 3000] [--size 112] [--batch 64] [--repeats 3]`.
+`--quick` times 256 images once: a check that the script still runs, not a measurement.
 """
 
 from __future__ import annotations
@@ -31,13 +32,6 @@ import numpy as np
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
-
-from pipeline.data.garments import LABELS, generate  # noqa: E402
-from pipeline.tasks.multilabel import (  # noqa: E402
-    load_images_python,
-    make_image_dataset,
-    read_label_table,
-)
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 GOAL = 5.0
@@ -70,7 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=112, help="side after resizing")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="256 images, one pass: a smoke check")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.repeats = 256, 1
+
+    from pipeline.data.garments import LABELS, generate
+    from pipeline.data.labels import load_images_python, read_label_table
+    from pipeline.modeling.inputs import make_image_dataset
 
     load_before = os.getloadavg()[0]
     x, y, origin = source_images(args.n)

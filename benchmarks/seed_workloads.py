@@ -7,11 +7,13 @@ Run from the project root after `dvc repro` (or `make repro`):
 Reads `metrics/<experiment>.json` and `metrics/crossval/<experiment>.json` of every regression
 and multi-label experiment in `params.yaml` and prints Markdown tables: the test figures, the
 training time the train stage recorded, and the seeds' own figures where they exist. Nothing is
-trained here; the figures are those `dvc metrics show` reports.
+trained here; the figures are those `dvc metrics show` reports. It takes a few seconds, so
+`--quick` (which the test suite passes to every benchmark) does the same.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,15 +21,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.params import load_params  # noqa: E402
-from pipeline.stages.report import SEED_REFERENCE  # noqa: E402
-
 
 def read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the same: nothing here is slow")
+    parser.parse_args()
+
+    from pipeline.params import load_params
+    from pipeline.tasks.results import SEED_REFERENCE
+
     params = load_params(ROOT / "params.yaml")
     regression, multilabel = [], []
     for name, experiment in params.experiments.items():

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.core import paths
 from pipeline.core.errors import AtelierError, ParamsError
+from pipeline.core.yamlio import load_yaml
 from pipeline.params import Params, parse_params
+from pipeline.tasks.kinds import rank, task_kind
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def load_params_with(root: Path, overrides: Mapping[str, Any]) -> Params:
     """
     path = root / paths.PARAMS_FILE
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path)
     except FileNotFoundError:
         raise ParamsError(f"{path} not found: point the flow at a project root.") from None
     raw = copy.deepcopy(raw) if isinstance(raw, dict) else raw
@@ -249,6 +249,9 @@ LEADERBOARD_COLUMNS = (
     "experiment",
     "dataset",
     "model",
+    "task",
+    "metric",
+    "value",
     "test_accuracy",
     "macro_f1",
     "val_accuracy",
@@ -288,18 +291,19 @@ def leaderboard(root: Path, params: Params, experiments: Iterable[str]) -> list[
             "experiment": name,
             "dataset": experiment.dataset,
             "model": experiment.model.name,
+            "task": experiment.task,
         }
-        for column in LEADERBOARD_COLUMNS[3:-1]:
+        headline = task_kind(experiment.task).headline
+        value = figures.get(headline)
+        row["metric"], row["value"] = headline, round(value, 4) if value is not None else None
+        for column in LEADERBOARD_COLUMNS[6:-1]:
             value = figures.get(column)
             row[column] = round(value, 4) if isinstance(value, float) else value
         row["source"] = str(source)
         rows.append(row)
 
-    def rank(row: dict[str, Any]) -> tuple[float, float]:
-        test, val = row.get("test_accuracy"), row.get("val_accuracy")
-        return (-(test if test is not None else -1.0), -(val if val is not None else -1.0))
-
-    return sorted(rows, key=rank)
+    # By task kind, then its headline test metric, best first (one direction rule for all).
+    return sorted(rows, key=lambda row: rank(row["task"], {row["metric"]: row["value"]}))
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -37,7 +36,8 @@ from flows.common import (
 )
 from pipeline.core import paths
 from pipeline.core.errors import AtelierError, ParamsError
-from pipeline.params import LOWER_IS_BETTER_SUFFIXES
+from pipeline.core.metrics import sort_key
+from pipeline.core.yamlio import load_yaml
 
 LOCK_RETRIES = 3
 
@@ -157,14 +157,7 @@ def sweep_leaderboard(
         for column in dict.fromkeys([metric, "test_accuracy", "macro_f1", "train_time_s"]):
             row[column] = figures.get(column)
         rows.append(row)
-    lower = metric.endswith(LOWER_IS_BETTER_SUFFIXES)
-    missing = float("inf") if lower else float("-inf")
-
-    def rank(row: dict[str, Any]) -> float:
-        value = row[metric] if row[metric] is not None else missing
-        return value if lower else -value
-
-    return sorted(rows, key=rank)
+    return sorted(rows, key=lambda row: sort_key(metric, row[metric]))
 
 
 @flow(name="sweep", log_prints=True)
@@ -198,7 +191,7 @@ def sweep(
     if max_parallel < 1:
         raise ParamsError(f"max_parallel is {max_parallel}; it must be at least 1.")
     root = Path(project_dir).resolve()
-    raw = yaml.safe_load((root / paths.PARAMS_FILE).read_text())
+    raw = load_yaml(root / paths.PARAMS_FILE)
     combos = validate_grid(root, grid, experiment)
     targets = [name for name in list_stages(root) if name.partition("@")[2] == experiment]
 

@@ -20,9 +20,7 @@ Run it locally (Prefect starts a temporary server when `PREFECT_API_URL` is not 
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -349,15 +347,57 @@ def training(
 # --- command line -------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.training", description=__doc__)
-    parser.add_argument("-e", "--experiment", action="append", dest="experiments")
-    parser.add_argument("-S", "--set-param", action="append", default=[], dest="overrides")
-    parser.add_argument("--release", action="store_true")
-    parser.add_argument("--skip-if-unchanged", action="store_true")
-    parser.add_argument("--project-dir", default=".")
+def main(argv: list[str] | None = None, *, prog: str = "python -m flows.training") -> int:
+    """`atelier flow training` (also `python -m flows.training`): parse, check, run the flow."""
+    from pipeline.cli import HelpParser, Listing
+    from pipeline.core.logs import setup_logging
+
+    listing = Listing(paths.PARAMS_FILE)
+    parser = HelpParser(
+        prog=prog,
+        description=__doc__.replace("python -m flows.training", prog),
+        epilog_from=listing.experiments,
+    )
+    parser.add_argument(
+        "-e",
+        "--experiment",
+        action="append",
+        dest="experiments",
+        metavar="NAME",
+        help="run this experiment's stages only (repeatable; the report and select stages, "
+        "which need every experiment, are skipped); default: every experiment",
+    )
+    parser.add_argument(
+        "-S",
+        "--set-param",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="KEY=VALUE",
+        help="change a param first, as `dvc exp run -S` does: written into params.yaml "
+        "(repeatable), e.g. -S split.val_fraction=0.3",
+    )
+    parser.add_argument(
+        "--release",
+        action="store_true",
+        help="then commit the results and release each dataset's champion to the registry "
+        "(refused when the workspace has uncommitted changes)",
+    )
+    parser.add_argument(
+        "--skip-if-unchanged",
+        action="store_true",
+        help="run no stage when `dvc status` reports nothing changed (the nightly mode)",
+    )
+    parser.add_argument(
+        "--project-dir",
+        default=".",
+        metavar="DIR",
+        help="the project root, where dvc.yaml is (default: the current directory)",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug log lines")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="warnings and errors only")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose, args.quiet)
     try:
         overrides = parse_overrides(args.overrides)
         validate(Path(args.project_dir), args.experiments, overrides)

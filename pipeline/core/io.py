@@ -13,14 +13,18 @@ from typing import Any
 
 
 @contextmanager
-def atomic_dir(out_dir: Path) -> Iterator[Path]:
+def atomic_dir(out_dir: Path, *, owner: str = "") -> Iterator[Path]:
     """Yield a staging directory beside `out_dir`; on success it replaces `out_dir`.
 
-    On any exception the staging directory is removed and `out_dir` is left as it was.
+    On any exception the staging directory is removed and `out_dir` is left as it was. A process
+    killed outright (SIGKILL) cannot remove it: `owner` (such as `<pid>@<host>`) then goes into
+    its name, `.<name>.partial-<owner>-<random>`, so that a later run can tell a leftover from a
+    directory that a live process is still filling.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    prefix = f".{out_dir.name}.partial-" + (f"{owner}-" if owner else "")
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir.parent))
     try:
         yield staging
         if out_dir.exists():

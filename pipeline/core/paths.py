@@ -45,3 +45,8 @@ def checkpoint_dir(experiment: str, root: Path = Path(".")) -> Path:
 
 def live_dir(experiment: str, root: Path = Path(".")) -> Path:
     return root / LIVE_DIR / experiment
+
+
+def run_name(experiment: str, fold: int | None = None) -> str:
+    """Directory name of a run's outputs: the experiment, or `<experiment>-fold<k>`."""
+    return experiment if fold is None else f"{experiment}-fold{fold}"

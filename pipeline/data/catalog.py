@@ -45,7 +45,7 @@ class Arrays:
 class FileSpec:
     name: str
     sha256: str  # of the decompressed payload (the file itself when it is not `.gz`)
-    size: int | None = None  # decompressed bytes, when known
+    size: int | None = None  # decompressed bytes, when known; bounds HTTP downloads
 
 
 @dataclass(frozen=True)
@@ -175,10 +175,26 @@ FASHION_MNIST = DatasetSpec(
     name="fashion_mnist",
     kind="images",
     files=(
-        FileSpec(IDX_FILES[0], "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
-        FileSpec(IDX_FILES[1], "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
-        FileSpec(IDX_FILES[2], "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
-        FileSpec(IDX_FILES[3], "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+        FileSpec(
+            IDX_FILES[0],
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            size=47_040_016,
+        ),
+        FileSpec(
+            IDX_FILES[1],
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            size=60_008,
+        ),
+        FileSpec(
+            IDX_FILES[2],
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            size=7_840_016,
+        ),
+        FileSpec(
+            IDX_FILES[3],
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            size=10_008,
+        ),
     ),
     sources=(
         "/usr/share/datasets/fashion-mnist",
@@ -205,10 +221,26 @@ MNIST = DatasetSpec(
     name="mnist",
     kind="images",
     files=(
-        FileSpec(IDX_FILES[0], "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-        FileSpec(IDX_FILES[1], "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-        FileSpec(IDX_FILES[2], "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-        FileSpec(IDX_FILES[3], "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+        FileSpec(
+            IDX_FILES[0],
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            size=47_040_016,
+        ),
+        FileSpec(
+            IDX_FILES[1],
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            size=60_008,
+        ),
+        FileSpec(
+            IDX_FILES[2],
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            size=7_840_016,
+        ),
+        FileSpec(
+            IDX_FILES[3],
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+            size=10_008,
+        ),
     ),
     sources=(
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -226,7 +258,9 @@ DIGITS = DatasetSpec(
     kind="images",
     files=(
         FileSpec(
-            "digits.csv.gz", "6ebb3d2fee246a4e99363262ddf8a00a3c41bee6014c373ed9d9216ba7f651b8"
+            "digits.csv.gz",
+            "6ebb3d2fee246a4e99363262ddf8a00a3c41bee6014c373ed9d9216ba7f651b8",
+            size=264_712,
         ),
     ),
     sources=(_sklearn_data_dir(),),
@@ -244,10 +278,12 @@ DIABETES = DatasetSpec(
         FileSpec(
             "diabetes_data_raw.csv.gz",
             "86badf50b4f9436ddd1e497dc0ae1b93166f8120221ee7dca4634fe849f3be7c",
+            size=19_596,
         ),
         FileSpec(
             "diabetes_target.csv.gz",
             "244713a551f62a291a354212d8a048adec6cb1244b2bc44e66a0698f5006d26d",
+            size=11_050,
         ),
     ),
     sources=(_sklearn_data_dir(),),
@@ -265,6 +301,7 @@ BOSTON_HOUSING = DatasetSpec(
         FileSpec(
             "boston_housing.npz",
             "f553886a1f8d56431e820c5b82552d9d95cfcb96d1e678153f8839538947dff5",
+            size=57_026,
         ),
     ),
     sources=("https://storage.googleapis.com/tensorflow/tf-keras-datasets/",),

@@ -12,11 +12,8 @@ from pathlib import Path
 import keras
 
 from pipeline.core.io import atomic_write_json
+from pipeline.core.metrics import mode
 from pipeline.modeling.optimizers import serving_copy
-
-
-def mode_for(monitor: str) -> str:
-    return "max" if "accuracy" in monitor else "min"
 
 
 class HistoryLog(keras.callbacks.Callback):
@@ -47,7 +44,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         super().__init__()
         self.state = state
         self.monitor = monitor
-        self.mode = mode_for(monitor)
+        self.mode = mode(monitor)
         self._serving = None  # the serving copy, made once, then given each best epoch's weights
 
     def _better(self, value: float, best: dict | None) -> bool:

@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core import paths
-from pipeline.core.errors import AtelierError
-from pipeline.params import LOWER_IS_BETTER_SUFFIXES
+from pipeline.core.metrics import direction, sort_key
+from pipeline.stages.revisions import (
+    metrics_at,
+    metrics_in_workspace,
+    params_diff,
+    resolve_revision,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +57,6 @@ HEADLINE = (
     "train_time_s",
     "params_count",
 )
-NEUTRAL = ("params_count", "epochs_run", "best_epoch", "threshold", "folds")
-KFOLD_SUFFIX = " (K-fold)"  # metrics/crossval/<experiment>.json appear as "<experiment> (K-fold)"
 TOLERANCE = 1e-9
 
 
@@ -64,73 +65,6 @@ class ExperimentDiff:
     name: str
     old: dict | None  # None: no metrics at the base revision
     new: dict | None  # None: no metrics in the workspace
-
-
-# --- git and DVC --------------------------------------------------------------------------------
-
-
-def _run(command: list[str], root: Path) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise AtelierError(
-            f"`{command[0]}` is not installed or not on PATH; the diff needs git and DVC."
-        ) from None
-
-
-def resolve_revision(base_rev: str, root: Path) -> str:
-    """The full commit id of `base_rev`, or an `AtelierError` that says how to get it."""
-    inside = _run(["git", "rev-parse", "--is-inside-work-tree"], root)
-    if inside.returncode != 0:
-        raise AtelierError(f"{root.resolve()} is not inside a git repository: run the diff there.")
-    found = _run(["git", "rev-parse", "--verify", "--quiet", f"{base_rev}^{{commit}}"], root)
-    if found.returncode != 0 or not found.stdout.strip():
-        raise AtelierError(
-            f"Base revision {base_rev!r} does not exist in this repository. Pass a branch, tag or "
-            f"commit that `git rev-parse` knows; in a shallow CI checkout fetch it first "
-            f"(`git fetch origin {base_rev}`, or check out with fetch-depth: 0)."
-        )
-    return found.stdout.strip()
-
-
-def params_diff(base_commit: str, root: Path) -> dict[str, dict[str, dict]]:
-    """`dvc params diff <base> --json`: {file: {key: {"old": ..., "new": ...}}}."""
-    command = [sys.executable, "-m", "dvc", "params", "diff", base_commit, "--json"]
-    result = _run(command, root)
-    if result.returncode != 0:
-        raise AtelierError(
-            f"`dvc params diff {base_commit[:12]}` failed: "
-            f"{(result.stderr or result.stdout).strip()}"
-        )
-    text = result.stdout.strip()
-    return json.loads(text) if text else {}
-
-
-def metrics_at(commit: str, root: Path) -> dict[str, dict]:
-    """{experiment: metrics} as committed at `commit` (empty when it has no metrics/)."""
-    found = {}
-    for folder, suffix in ((paths.METRICS_DIR, ""), (paths.METRICS_DIR / "crossval", KFOLD_SUFFIX)):
-        listing = _run(["git", "ls-tree", "--name-only", f"{commit}:./{folder.as_posix()}"], root)
-        if listing.returncode != 0:
-            continue
-        for name in listing.stdout.split():
-            if not name.endswith(".json"):
-                continue
-            shown = _run(["git", "show", f"{commit}:./{folder.as_posix()}/{name}"], root)
-            if shown.returncode == 0:
-                found[name.removesuffix(".json") + suffix] = json.loads(shown.stdout)
-    return found
-
-
-def metrics_in_workspace(root: Path, experiments: list[str] | None) -> dict[str, dict]:
-    """{experiment: metrics} of the workspace, limited to `experiments` when given."""
-    found = {}
-    for folder, suffix in ((paths.METRICS_DIR, ""), (paths.METRICS_DIR / "crossval", KFOLD_SUFFIX)):
-        folder = root / folder
-        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            if experiments is None or path.stem in experiments:
-                found[path.stem + suffix] = json.loads(path.read_text())
-    return found
 
 
 # --- Markdown -----------------------------------------------------------------------------------
@@ -148,16 +82,10 @@ def headline_metric(metrics: dict) -> str:
 
 def _better(key: str, delta: float) -> bool | None:
     """Whether a change of `delta` in `key` is an improvement; None for neutral counts."""
-    if key in NEUTRAL or key.endswith(("_best_epoch", "_n_train")):
+    kind = direction(key)
+    if kind == "neutral":
         return None
-    if (
-        "loss" in key
-        or key.endswith(LOWER_IS_BETTER_SUFFIXES)
-        or key.endswith("_std")
-        or key == "train_time_s"
-    ):
-        return delta < 0
-    return delta > 0
+    return delta < 0 if kind == "lower" else delta > 0
 
 
 def _format(key: str, value) -> str:
@@ -165,7 +93,7 @@ def _format(key: str, value) -> str:
         return "—"
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"`{value}`"
-    if key in NEUTRAL or (isinstance(value, int) and not isinstance(value, bool)):
+    if direction(key) == "neutral" or (isinstance(value, int) and not isinstance(value, bool)):
         return f"{int(value):,}"
     if key == "train_time_s":
         return f"{value:.1f}"
@@ -179,7 +107,7 @@ def _delta(key: str, old, new) -> str:
     if abs(delta) <= TOLERANCE:
         return "="
     arrow = "↑" if delta > 0 else "↓"
-    if key in NEUTRAL:
+    if direction(key) == "neutral":
         text = f"{delta:+,}" if isinstance(delta, int) else f"{delta:+.4f}"
         return f"{text} {arrow}"
     text = f"{delta:+.1f}" if key == "train_time_s" else f"{delta:+.4f}"
@@ -287,6 +215,33 @@ def _param_value(value) -> str:
     return f"`{text}`".replace("|", "\\|")
 
 
+def _order(diff: ExperimentDiff) -> tuple:
+    """Experiments with new metrics first, by headline metric, best first."""
+    key = headline_metric(diff.new or diff.old or {})
+    value = (diff.new or {}).get(key)
+    score = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return (diff.new is None, HEADLINES.index(key), sort_key(key, score))
+
+
+def _summary_lines(diffs: list[ExperimentDiff], base_label: str) -> list[str]:
+    """The headline table, then who is new, removed or not evaluated."""
+    lines = [
+        f"| experiment | metric | at {base_label} | now | Δ |",
+        "|---|---|--:|--:|--:|",
+    ]
+    for diff in diffs:
+        key = headline_metric(diff.new or diff.old or {})
+        old_value = (diff.old or {}).get(key)
+        new_value = (diff.new or {}).get(key)
+        flag = " 🆕 new" if diff.old is None else (" (removed)" if diff.new is None else "")
+        lines.append(
+            f"| `{diff.name}`{flag} | {key} | {_format(key, old_value)} "
+            f"| {_format(key, new_value)} "
+            f"| {_delta(key, old_value, new_value) if diff.old and diff.new else ''} |"
+        )
+    return lines if diffs else ["No experiment has metrics on either side."]
+
+
 def render_markdown(
     *,
     base_rev: str,
@@ -303,35 +258,12 @@ def render_markdown(
     names = sorted((set(old_metrics) | set(new_metrics)) - set(not_evaluated))
     diffs = [ExperimentDiff(n, old_metrics.get(n), new_metrics.get(n)) for n in names]
 
-    def order(diff: ExperimentDiff):
-        metrics = diff.new or diff.old or {}
-        key = headline_metric(metrics)
-        value = (diff.new or {}).get(key)
-        score = value if isinstance(value, int | float) else None
-        if score is not None and _better(key, -1.0):  # lower is better: rank by the negative
-            score = -score
-        return (diff.new is None, HEADLINES.index(key), -(score if score is not None else -1e18))
-
-    diffs.sort(key=order)
+    diffs.sort(key=_order)
     new_ones = [d.name for d in diffs if d.old is None and d.new is not None]
     removed = [d.name for d in diffs if d.new is None]
 
     lines = [COMMENT_MARKER, f"## Metrics: this revision vs {base_label}", ""]
-    summary = [
-        f"| experiment | metric | at {base_label} | now | Δ |",
-        "|---|---|--:|--:|--:|",
-    ]
-    for diff in diffs:
-        key = headline_metric(diff.new or diff.old or {})
-        old_value = (diff.old or {}).get(key)
-        new_value = (diff.new or {}).get(key)
-        flag = " 🆕 new" if diff.old is None else (" (removed)" if diff.new is None else "")
-        summary.append(
-            f"| `{diff.name}`{flag} | {key} | {_format(key, old_value)} "
-            f"| {_format(key, new_value)} "
-            f"| {_delta(key, old_value, new_value) if diff.old and diff.new else ''} |"
-        )
-    lines += summary if diffs else ["No experiment has metrics on either side."]
+    lines += _summary_lines(diffs, base_label)
     lines.append("")
     if new_ones:
         lines += [

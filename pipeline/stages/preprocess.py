@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.catalog import DatasetSpec
 from pipeline.core.errors import DataError
 from pipeline.core.io import atomic_dir, atomic_write_json
+from pipeline.data.catalog import DatasetSpec
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def _preprocess_image_files(
     """Images stay files: `images/` plus `x_{train,test}.npy` (paths relative to `out_dir`) and
     `y_{train,test}.npy` (N × labels, 0/1). `garments` is generated here from Fashion-MNIST;
     a copied label table (`apparel`) is checked, and its test rows held out, seeded."""
-    from pipeline.tasks.multilabel import read_label_table
+    from pipeline.data.labels import read_label_table
 
     with atomic_dir(out_dir) as staging:
         if spec.name == "garments":

@@ -13,47 +13,49 @@ K-fold (`train_fold@<experiment>-<k>`, `--fold k`): the same experiment trained 
 the training set but fold k and validated on fold k; its outputs go to
 `models/folds/<experiment>-fold<k>/` and `live/<experiment>-fold<k>/`.
 
-Resuming: while training, state lives in `checkpoints/<experiment>/` — Keras' `BackupAndRestore`
-backup, the best checkpoint so far (written to a temporary name, then renamed) with its monitored
-value, the history and DVCLive's files. A run killed mid-way and started again with the same
-params resumes after its last finished epoch, and the carried-over best value means a worse
-epoch never replaces the best checkpoint (keras#17012). The state is removed when a run finishes.
+Resuming (`pipeline/modeling/resume.py`): while training, state lives in
+`checkpoints/<experiment>/` — Keras' `BackupAndRestore` backup, the best checkpoint so far (written
+to a temporary name, then renamed) with its monitored value, the history and DVCLive's files. A
+run killed mid-way and started again resumes after its last finished epoch if it is the same run
+(params, data and code), and the carried-over best value means a worse epoch never replaces the
+best checkpoint (keras#17012); any other state is discarded. An OS lock on
+`checkpoints/<experiment>/lock` lets one process at a time train a run. The state is removed when
+a run finishes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import hashlib
-import io
-import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.core import paths
 from pipeline.core.errors import AtelierError, DataError
-from pipeline.core.io import atomic_dir, atomic_write_bytes, atomic_write_json, read_json
+from pipeline.core.io import atomic_dir, atomic_write_json, read_json
+from pipeline.core.metrics import mode
+from pipeline.modeling.device import configure_device, seed_everything
+from pipeline.modeling.inputs import make_datasets
+from pipeline.modeling.resume import ResumeState, RunLock, fingerprint
 from pipeline.params import TASK_METRIC, Experiment, Params, RuntimeParams
 
 log = logging.getLogger(__name__)
 
-HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")  # classification's
+LOSSES = {
+    "classification": "sparse_categorical_crossentropy",
+    "regression": "mse",
+    "multilabel": "binary_crossentropy",
+}
 
 
 def history_keys(task: str) -> tuple[str, ...]:
     """The per-epoch columns of `history.csv` for `task`."""
     metric = TASK_METRIC[task]
     return ("loss", metric, "val_loss", f"val_{metric}")
-
-
-def run_name(experiment: str, fold: int | None = None) -> str:
-    """Directory name of a run's outputs: the experiment, or `<experiment>-fold<k>`."""
-    return experiment if fold is None else f"{experiment}-fold{fold}"
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,9 @@ class TrainData:
     y_val: np.ndarray
     meta: dict
     standardize: dict | None = None  # tabular: the split stage's per-feature statistics
+    # Every file read for these rows, by its path from the project root: the data that a
+    # resumed run must share with the interrupted one.
+    files: dict[str, Path] = field(default_factory=dict)
 
     @property
     def task(self) -> str:
@@ -86,8 +91,10 @@ def load_train_data(dataset: str, root: Path, fold: int | None = None) -> TrainD
         )
     x = np.load(prepared / "x_train.npy", mmap_mode="r")
     y = np.load(prepared / "y_train.npy")
+    read = [prepared / "x_train.npy", prepared / "y_train.npy", prepared / "meta.json"]
     if fold is None:
         train_idx, val_idx = np.load(split / "train_idx.npy"), np.load(split / "val_idx.npy")
+        read += [split / "train_idx.npy", split / "val_idx.npy"]
     else:
         folds_path = split / "folds.npy"
         if not folds_path.is_file():
@@ -102,14 +109,21 @@ def load_train_data(dataset: str, root: Path, fold: int | None = None) -> TrainD
                 "folds (split.folds); fold ids start at 0."
             )
         train_idx, val_idx = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+        read.append(folds_path)
     standardize_path = split / "standardize.json"
+    if standardize_path.is_file():
+        read.append(standardize_path)
+    meta = read_json(prepared / "meta.json")
+    if meta.get("task") == "multilabel":  # the rows are image paths: the images are read too
+        read += [prepared / str(rel) for rel in np.unique(x[np.concatenate([train_idx, val_idx])])]
     return TrainData(
         x_train=np.ascontiguousarray(x[train_idx]),
         y_train=y[train_idx],
         x_val=np.ascontiguousarray(x[val_idx]),
         y_val=y[val_idx],
-        meta=read_json(prepared / "meta.json") | {"prepared_dir": str(prepared.absolute())},
+        meta=meta | {"prepared_dir": str(prepared.absolute())},
         standardize=read_json(standardize_path) if standardize_path.is_file() else None,
+        files={path.relative_to(root).as_posix(): path for path in read},
     )
 
 
@@ -125,27 +139,29 @@ def train_experiment(
             "Keras experiments (the baseline records its own cross-validation scores)."
         )
     data = load_train_data(experiment.dataset, root, fold)
-    run = run_name(name, fold)
+    run = paths.run_name(name, fold)
     out_dir = paths.model_dir(name, root) if fold is None else paths.fold_model_dir(run, root)
-    if experiment.model.name == "sgd_logistic":
-        return _train_sgd(
+    # One process at a time per run: a second one is refused (exit 2) before it writes anything.
+    with RunLock(paths.checkpoint_dir(run, root), run):
+        if experiment.model.name == "sgd_logistic":
+            return _train_sgd(
+                experiment,
+                data,
+                out_dir=out_dir,
+                live_dir=paths.live_dir(name, root),
+                seed=params.base.seed,
+            )
+        return train_keras(
             experiment,
             data,
-            out_dir=out_dir,
-            live_dir=paths.live_dir(name, root),
+            name=name,
             seed=params.base.seed,
+            runtime=params.runtime,
+            out_dir=out_dir,
+            checkpoint_dir=paths.checkpoint_dir(run, root),
+            live_dir=paths.live_dir(run, root),
+            fold=fold,
         )
-    return train_keras(
-        experiment,
-        data,
-        name=name,
-        seed=params.base.seed,
-        runtime=params.runtime,
-        out_dir=out_dir,
-        checkpoint_dir=paths.checkpoint_dir(run, root),
-        live_dir=paths.live_dir(run, root),
-        fold=fold,
-    )
 
 
 # --- the scikit-learn baseline ------------------------------------------------------------------
@@ -202,57 +218,6 @@ def _train_sgd(
 # --- Keras --------------------------------------------------------------------------------------
 
 
-def configure_device(runtime: RuntimeParams) -> dict:
-    """Pick the device, memory growth and precision; return what was chosen, for the record."""
-    import keras
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        with contextlib.suppress(RuntimeError):  # already initialised in this process
-            tf.config.experimental.set_memory_growth(gpu, True)
-    tensor_cores = False
-    names = []
-    for gpu in gpus:
-        details = tf.config.experimental.get_device_details(gpu)
-        names.append(details.get("device_name", gpu.name))
-        capability = details.get("compute_capability") or (0, 0)
-        tensor_cores = tensor_cores or tuple(capability) >= (7, 0)
-    mixed = runtime.mixed_precision == "on" or (
-        runtime.mixed_precision == "auto" and bool(gpus) and tensor_cores
-    )
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    device = f"gpu x{len(gpus)} ({', '.join(names)})" if gpus else "cpu"
-    return {"device": device, "gpus": len(gpus), "mixed_precision": mixed}
-
-
-def _seed_everything(seed: int, deterministic: bool) -> None:
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(seed)  # Python, NumPy and the backend
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-
-
-def _pixel_statistics(experiment: Experiment, x_train: np.ndarray) -> dict:
-    """Mean and standard deviation of the training pixels, for models that standardize them.
-
-    Only then: over Fashion-MNIST's 37.6 million training pixels they take about half a second.
-    """
-    if getattr(experiment.model, "input_scaling", None) != "standardize":
-        return {}
-    return {"mean": float(x_train.mean()), "std": float(x_train.std()) or 1.0}
-
-
-def _fingerprint(experiment: Experiment, seed: int, data: TrainData, fold: int | None) -> str:
-    payload = json.dumps(
-        {"experiment": experiment.model_dump(), "seed": seed, "n": len(data.y_train), "fold": fold},
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
 def train_keras(
     experiment: Experiment,
     data: TrainData,
@@ -265,64 +230,128 @@ def train_keras(
     live_dir: Path,
     fold: int | None = None,
 ) -> dict:
+    """Fit a Keras experiment, resuming an interrupted run of it; write its outputs.
+
+    Call it holding the run's `RunLock` (as `train_experiment` does): it reads and writes the
+    resume state in `checkpoint_dir`.
+    """
     if experiment.batch_size > len(data.y_train):
         raise AtelierError(
             f"experiments.{name}.batch_size = {experiment.batch_size} is larger than the "
             f"training set ({len(data.y_train)} rows of {experiment.dataset!r}): lower it."
         )
-    import tensorflow as tf
-
-    from pipeline.modeling.models import InputSpec, build_model
-    from pipeline.modeling.optimizers import make_optimizer
-
-    device = configure_device(runtime)
-    _seed_everything(seed, runtime.deterministic)
-
-    task = data.task
-    if task != experiment.task:
+    if data.task != experiment.task:
         raise DataError(
-            f"data/prepared/{experiment.dataset} holds a {task} set but the catalog says "
+            f"data/prepared/{experiment.dataset} holds a {data.task} set but the catalog says "
             f"{experiment.task}: re-run `dvc repro preprocess@{experiment.dataset}`."
         )
-    if task == "multilabel":  # rows are image paths; the pixels stay on disk
-        spec = InputSpec(
+    # Every module that trains the run is loaded before the fingerprint hashes the code.
+    import pipeline.modeling.callbacks  # noqa: F401
+
+    device = configure_device(runtime)
+    seed_everything(seed, runtime.deterministic)
+    strategy, model = _compiled_model(experiment, data, name=name, runtime=runtime, device=device)
+    # Only once the model is known to fit the data: a refused model leaves no resume state.
+    run_fingerprint = fingerprint(
+        {
+            "experiment": experiment.model_dump(mode="json"),
+            "seed": seed,
+            "fold": fold,
+            "mixed_precision": device["mixed_precision"],  # the backup's variables differ
+        },
+        data.files,
+    )
+    state = ResumeState(checkpoint_dir, keys=history_keys(data.task))
+    with _scope(strategy):
+        resuming = state.start(run_fingerprint, model)
+    _fit(model, experiment, data, state, resuming=resuming, seed=seed)
+
+    summary = _summary(experiment, data, model, state, name=name, fold=fold)
+    summary |= {"resumed": resuming, **device, **_versions(keras_too=True)}
+    with atomic_dir(out_dir) as staging:
+        shutil.copyfile(state.best_model_path, staging / "best.keras")
+        shutil.copyfile(state.history_path, staging / "history.csv")
+        atomic_write_json(staging / "train.json", summary)
+    with atomic_dir(live_dir) as staging:
+        shutil.copytree(state.live_dir, staging, dirs_exist_ok=True)
+    state.finish()
+    metric = TASK_METRIC[data.task]
+    log.info(
+        "%s: best epoch %d of %d, %s=%.4f, val_%s=%.4f, %.1f s",
+        paths.run_name(name, fold),
+        summary["best_epoch"],
+        summary["epochs_run"],
+        experiment.monitor,
+        summary["best_value"],
+        metric,
+        summary[f"val_{metric}"],
+        summary["train_time_s"],
+    )
+    return summary
+
+
+def _pixel_statistics(experiment: Experiment, x_train: np.ndarray) -> dict:
+    """Mean and standard deviation of the training pixels, for models that standardize them.
+
+    Only then: over Fashion-MNIST's 37.6 million training pixels they take about half a second.
+    """
+    if getattr(experiment.model, "input_scaling", None) != "standardize":
+        return {}
+    return {"mean": float(x_train.mean()), "std": float(x_train.std()) or 1.0}
+
+
+def _input_spec(experiment: Experiment, data: TrainData):
+    from pipeline.modeling.models import InputSpec
+
+    if data.task == "multilabel":  # rows are image paths; the pixels stay on disk
+        return InputSpec(
             shape=tuple(data.meta["input_shape"]),
             num_classes=int(data.meta["num_classes"]),
             value_max=int(data.meta["value_max"]),
-            task=task,
+            task=data.task,
         )
-    else:
-        spec = InputSpec(
-            shape=tuple(data.x_train.shape[1:]),
-            num_classes=int(data.meta["num_classes"]),
-            value_max=int(data.meta["value_max"]),
-            **_pixel_statistics(experiment, data.x_train),
-            feature_mean=tuple(data.standardize["mean"]) if data.standardize else None,
-            feature_std=tuple(data.standardize["std"]) if data.standardize else None,
-        )
-    metric = TASK_METRIC[task]
-    loss = {
-        "classification": "sparse_categorical_crossentropy",
-        "regression": "mse",
-        "multilabel": "binary_crossentropy",
-    }[task]
+    return InputSpec(
+        shape=tuple(data.x_train.shape[1:]),
+        num_classes=int(data.meta["num_classes"]),
+        value_max=int(data.meta["value_max"]),
+        **_pixel_statistics(experiment, data.x_train),
+        feature_mean=tuple(data.standardize["mean"]) if data.standardize else None,
+        feature_std=tuple(data.standardize["std"]) if data.standardize else None,
+    )
+
+
+def _compiled_model(
+    experiment: Experiment, data: TrainData, *, name: str, runtime: RuntimeParams, device: dict
+):
+    """The experiment's model, compiled; under a `MirroredStrategy` (returned) on several GPUs."""
+    import tensorflow as tf
+
+    from pipeline.modeling.models import build_model
+    from pipeline.modeling.optimizers import make_optimizer
+
+    spec = _input_spec(experiment, data)
     strategy = tf.distribute.MirroredStrategy() if device["gpus"] > 1 else None
-    with strategy.scope() if strategy else contextlib.nullcontext():
+    with _scope(strategy):
         model = build_model(experiment.model, spec, name=name)
         model.compile(
             optimizer=make_optimizer(
                 experiment.optimizer, experiment.learning_rate, distributed=strategy is not None
             ),
-            loss=loss,
-            metrics=[metric],
+            loss=LOSSES[data.task],
+            metrics=[TASK_METRIC[data.task]],
             steps_per_execution=runtime.steps_per_execution,
         )
-    # Only once the model is known to fit the data: a refused model leaves no resume state.
-    state = _ResumeState(
-        checkpoint_dir, _fingerprint(experiment, seed, data, fold), keys=history_keys(task)
-    )
-    resuming = state.start()
+    return strategy, model
 
+
+def _scope(strategy):
+    return strategy.scope() if strategy else contextlib.nullcontext()
+
+
+def _fit(
+    model, experiment: Experiment, data: TrainData, state: ResumeState, *, resuming: bool, seed: int
+) -> None:
+    """`model.fit` with the callbacks that keep `state` resumable after every epoch."""
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
@@ -333,7 +362,6 @@ def train_keras(
         ResumableEarlyStopping,
     )
 
-    best = state.best()
     # Order matters: the epoch's figures and best checkpoint are on disk before the backup
     # says the epoch is done, so a kill in between re-runs the epoch rather than losing it.
     callbacks = [
@@ -343,16 +371,18 @@ def train_keras(
     if experiment.patience:
         callbacks.append(
             ResumableEarlyStopping(
-                best=best,
+                best=state.best(),
                 monitor=experiment.monitor,
                 patience=experiment.patience,
-                mode="max" if "accuracy" in experiment.monitor else "min",
+                mode=mode(experiment.monitor),
             )
         )
     callbacks.append(AtomicBackupAndRestore(str(state.backup_dir), delete_checkpoint=False))
     with Live(
         dir=str(state.live_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None, report=None
     ) as live:
+        if resuming:  # DVCLive's own count can be one epoch ahead of the backup's
+            live.step = state.initial_epoch
         callbacks.insert(0, DVCLiveCallback(live=live))
         train_batches, val_batches = make_datasets(data, experiment.batch_size, seed)
         model.fit(
@@ -363,18 +393,29 @@ def train_keras(
             shuffle=False,  # the dataset reshuffles itself every epoch
             verbose=2,
         )
-    elapsed = state.train_time_s()
 
+
+def _summary(
+    experiment: Experiment,
+    data: TrainData,
+    model,
+    state: ResumeState,
+    *,
+    name: str,
+    fold: int | None,
+) -> dict:
+    """`train.json` of a finished fit: its best epoch and the figures of that epoch."""
     best = state.best()
     if best is None:
         raise AtelierError(
             f"Experiment {name!r} finished without a finite {experiment.monitor}; training "
             "diverged (try a lower learning_rate)."
         )
+    metric = TASK_METRIC[data.task]
     last_epoch = _last_epoch(model) or len(state.history())
     history = [row for row in state.history() if int(row["epoch"]) <= last_epoch]
     best_row = next(row for row in history if int(row["epoch"]) == best["epoch"])
-    summary = {
+    return {
         "model": experiment.model.name,
         "dataset": experiment.dataset,
         "model_file": "best.keras",
@@ -385,84 +426,10 @@ def train_keras(
         "epochs_max": experiment.epochs,
         "val_loss": float(best_row["val_loss"]),
         f"val_{metric}": float(best_row[f"val_{metric}"]),
-        "train_time_s": round(elapsed, 3),
+        "train_time_s": round(state.train_time_s(), 3),
         "params_count": int(model.count_params()),
-        "resumed": resuming,
         **({} if fold is None else {"fold": fold, "n_train": len(data.y_train)}),
-        **device,
-        **_versions(keras_too=True),
     }
-    with atomic_dir(out_dir) as staging:
-        shutil.copyfile(state.best_model_path, staging / "best.keras")
-        shutil.copyfile(state.history_path, staging / "history.csv")
-        atomic_write_json(staging / "train.json", summary)
-    with atomic_dir(live_dir) as staging:
-        shutil.copytree(state.live_dir, staging, dirs_exist_ok=True)
-    state.finish()
-    log.info(
-        "%s: best epoch %d of %d, %s=%.4f, val_%s=%.4f, %.1f s",
-        run_name(name, fold),
-        best["epoch"],
-        len(history),
-        experiment.monitor,
-        best["value"],
-        metric,
-        summary[f"val_{metric}"],
-        elapsed,
-    )
-    return summary
-
-
-def make_datasets(data: TrainData, batch_size: int, seed: int):
-    """Training batches reshuffled every epoch, and validation batches, as `tf.data` pipelines.
-
-    The arrays become two constant tensors once; each epoch shuffles only row indices and
-    gathers whole batches (one op per batch, not per image), so the input pipeline costs little
-    next to the training step. Images stay `uint8` until the model's scaling layer.
-    """
-    import tensorflow as tf
-
-    if data.task == "multilabel":
-        return _image_file_datasets(data, batch_size, seed)
-    images, labels = tf.constant(data.x_train), tf.constant(data.y_train)
-    rows = len(data.y_train)
-    train = (
-        tf.data.Dataset.range(rows)
-        .shuffle(rows, seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
-        .map(
-            lambda index: (tf.gather(images, index), tf.gather(labels, index)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    # Validation scores are independent of the batch size: use large batches.
-    val = (
-        tf.data.Dataset.from_tensor_slices((data.x_val, data.y_val))
-        .batch(max(batch_size, 1024))
-        .cache()
-    )
-    return train, val
-
-
-def _image_file_datasets(data: TrainData, batch_size: int, seed: int):
-    """Multi-label sets: images streamed from disk, decoded and resized in `tf.data`."""
-    from pipeline.tasks.multilabel import make_image_dataset
-
-    root = Path(data.meta["prepared_dir"])
-    size = int(data.meta["input_shape"][0])
-
-    def stream(rel_paths, labels, shuffle: bool, batch: int):
-        files = [str(root / path) for path in rel_paths]
-        return make_image_dataset(
-            files, labels, image_size=size, batch_size=batch, shuffle=shuffle, seed=seed
-        )
-
-    return (
-        stream(data.x_train, data.y_train, True, batch_size),
-        stream(data.x_val, data.y_val, False, max(batch_size, 256)),
-    )
 
 
 def _last_epoch(model) -> int:
@@ -482,66 +449,3 @@ def _versions(*, keras_too: bool) -> dict:
 
         versions |= {"tensorflow_version": tf.__version__, "keras_version": keras.__version__}
     return versions
-
-
-# --- resumable state ----------------------------------------------------------------------------
-
-
-class _ResumeState:
-    """Files under `checkpoints/<experiment>/` that let a killed run resume."""
-
-    def __init__(self, directory: Path, fingerprint: str, keys: tuple[str, ...] = HISTORY_KEYS):
-        self.directory = Path(directory)
-        self.fingerprint = fingerprint
-        self.keys = keys
-        self.backup_dir = self.directory / "backup"
-        self.live_dir = self.directory / "live"
-        self.best_model_path = self.directory / "best.keras"
-        self.best_path = self.directory / "best.json"
-        self.history_path = self.directory / "history.csv"
-        self.status_path = self.directory / "status.json"
-        self._segment_started = time.perf_counter()
-
-    def start(self) -> bool:
-        """Keep the state of an interrupted run with the same params; else start afresh."""
-        status = read_json(self.status_path) if self.status_path.is_file() else None
-        self._segment_started = time.perf_counter()
-        if status and status.get("fingerprint") == self.fingerprint and self.backup_dir.is_dir():
-            log.info("resuming an interrupted run from %s", self.directory)
-            return True
-        shutil.rmtree(self.directory, ignore_errors=True)
-        self.directory.mkdir(parents=True)
-        atomic_write_json(self.status_path, {"fingerprint": self.fingerprint, "time_s": 0.0})
-        return False
-
-    def epoch_done(self, row: dict) -> None:
-        """Record one finished epoch's figures and the training time spent so far."""
-        rows = [r for r in self.history() if int(r["epoch"]) < row["epoch"]] + [row]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["epoch", *self.keys])
-        writer.writeheader()
-        for item in rows:
-            writer.writerow({key: item.get(key, "") for key in ["epoch", *self.keys]})
-        atomic_write_bytes(self.history_path, buffer.getvalue().encode())
-        status = read_json(self.status_path)
-        now = time.perf_counter()
-        status["time_s"] = status.get("time_s", 0.0) + (now - self._segment_started)
-        self._segment_started = now
-        atomic_write_json(self.status_path, status)
-
-    def train_time_s(self) -> float:
-        return float(read_json(self.status_path).get("time_s", 0.0))
-
-    def best(self) -> dict | None:
-        return read_json(self.best_path) if self.best_path.is_file() else None
-
-    def history(self) -> list[dict]:
-        if not self.history_path.is_file():
-            return []
-        with open(self.history_path, newline="") as stream:
-            return list(csv.DictReader(stream))
-
-    def finish(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            self.directory.parent.rmdir()  # checkpoints/ when no other run is in progress

@@ -18,207 +18,33 @@ them, so importing this module is cheap (the report stage must not import Tensor
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
+import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.errors import AtelierError, DataError
-from pipeline.stages.evaluate import DIGITS, new_figure, per_class_metrics, save_figure
+from pipeline.core.io import atomic_write_bytes
+from pipeline.core.metrics import ROUND_DIGITS
+from pipeline.figures.multilabel import check_label_shapes
+from pipeline.tasks.common import class_slug, per_class_metrics
+from pipeline.tasks.results import ExperimentResult, curves_section, seconds
 
 log = logging.getLogger(__name__)
 
-IMAGE_COLUMN = "image"
-PROBLEMS_SHOWN = 5  # the first few problems of a table are listed, then a count of the rest
 LOSS_EPSILON = 1e-7  # Keras' epsilon: probabilities are clipped to [eps, 1 - eps] for the loss
-
-
-@dataclass(frozen=True)
-class LabelTable:
-    """Images and their labels as read from a CSV; `labels` is (N, L) uint8 of 0/1."""
-
-    paths: list[str]
-    labels: np.ndarray
-    label_names: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.paths)
 
 
 # --- reading the table --------------------------------------------------------------------------
 
 
-def read_label_table(csv_path: Path, label_names: Sequence[str] | None = None) -> LabelTable:
-    """Read and check a label CSV: an `image` column, then 0/1 label columns.
-
-    Args:
-        csv_path: the CSV file. Relative image paths are resolved against its directory.
-        label_names: the label columns to read, in this order; every one must exist. `None`
-            reads every column after `image`.
-
-    Raises:
-        DataError: the file is unreadable or empty, a column is missing, an image file does not
-            exist or a label cell is not 0 or 1. Every row is checked; the message lists the
-            first few problems by 1-based data row (the file line is one more: the header).
-    """
-    import pandas as pd
-
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise DataError(f"{csv_path}: label table not found; check the path.")
-    try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise DataError(f"{csv_path}: cannot read as CSV ({exc}).") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(
-            f"{csv_path}: the file is empty; expected a header `{IMAGE_COLUMN},<label>,...` and "
-            "one row per image."
-        ) from None
-    columns = [str(column).strip() for column in table.columns]
-    table.columns = columns
-    if IMAGE_COLUMN not in columns:
-        raise DataError(
-            f"{csv_path}: no `{IMAGE_COLUMN}` column (the header has {', '.join(columns)}); the "
-            f"first column must be `{IMAGE_COLUMN}`, the image's path."
-        )
-    if label_names is None:
-        names = tuple(columns[columns.index(IMAGE_COLUMN) + 1 :])
-        if not names:
-            raise DataError(
-                f"{csv_path}: no label columns after `{IMAGE_COLUMN}`; add one 0/1 column per "
-                "label."
-            )
-    else:
-        names = tuple(label_names)
-        missing = [name for name in names if name not in columns]
-        if missing:
-            raise DataError(
-                f"{csv_path}: label column(s) {', '.join(missing)} missing (the header has "
-                f"{', '.join(columns)}); add them, or change the label names the stage expects."
-            )
-    if len(table) == 0:
-        raise DataError(f"{csv_path}: the table has a header but no rows; add one row per image.")
-
-    base = csv_path.parent.absolute()
-    paths = [str(base / value.strip()) if value.strip() else "" for value in table[IMAGE_COLUMN]]
-    problems: list[tuple[int, str]] = []  # (0-based row, description)
-    for row, path in enumerate(paths):
-        if not path:
-            problems.append((row, f"the `{IMAGE_COLUMN}` cell is empty"))
-        elif not Path(path).is_file():
-            problems.append((row, f"image {path} does not exist"))
-
-    raw = table[list(names)].to_numpy(dtype=str)
-    labels = np.zeros(raw.shape, dtype=np.uint8)
-    ones, zeros = np.isin(raw, ("1", "1.0")), np.isin(raw, ("0", "0.0"))
-    labels[ones] = 1
-    for row, column in zip(*np.nonzero(~(ones | zeros)), strict=True):
-        problems.append(
-            (int(row), f"column {names[column]!r}: value {str(raw[row, column])!r} is not 0 or 1")
-        )
-    if problems:
-        problems.sort(key=lambda problem: problem[0])
-        shown = "; ".join(
-            f"row {row + 1} (line {row + 2}): {text}" for row, text in problems[:PROBLEMS_SHOWN]
-        )
-        more = len(problems) - PROBLEMS_SHOWN
-        raise DataError(
-            f"{csv_path}: {len(problems)} problem(s): {shown}"
-            + (f"; and {more} more" if more > 0 else "")
-            + ". Every image must exist (relative paths are read from the CSV's directory) and "
-            "every label cell must be 0 or 1: fix the table or regenerate the data."
-        )
-    return LabelTable(paths=paths, labels=labels, label_names=names)
-
-
 # --- streaming the images -----------------------------------------------------------------------
 
 
-def make_image_dataset(
-    paths: Sequence[str],
-    labels: np.ndarray,
-    *,
-    image_size: int,
-    batch_size: int,
-    shuffle: bool,
-    seed: int,
-):
-    """A `tf.data.Dataset` of (uint8 images [B, S, S, 3], float32 labels [B, L]) read from disk.
-
-    Only the path strings are held; each epoch reads, decodes (PNG, JPEG, GIF, BMP; grey images
-    become RGB) and resizes the files in parallel, then batches and prefetches. With `shuffle`,
-    the (path, label) pairs are reshuffled every epoch from `seed` (the same sequence of orders
-    on every run); without, the order is the table's. Resizing is bilinear; the result is
-    rounded back to uint8, so the model scales its input as for the other datasets.
-    """
-    import tensorflow as tf
-
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or len(labels) != len(paths):
-        raise ValueError(
-            f"labels must be (N, L) with N = {len(paths)} paths; got shape {labels.shape}."
-        )
-    if image_size < 1 or batch_size < 1:
-        raise ValueError(f"image_size and batch_size must be positive: {image_size}, {batch_size}.")
-    if len(paths) == 0:
-        raise ValueError("No images: paths is empty.")
-
-    size = (image_size, image_size)
-
-    def load(path, label):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        image.set_shape([None, None, 3])
-        if tf.reduce_all(tf.shape(image)[:2] == size):
-            image = tf.identity(image)
-        else:
-            # Resizing float32 is about twice as fast as resizing uint8 (measured); + 0.5 and a
-            # saturating cast round half up and clip to 0-255, as Pillow does.
-            resized = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")
-            image = tf.saturate_cast(resized + 0.5, tf.uint8)
-        return tf.ensure_shape(image, [image_size, image_size, 3]), label
-
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(list(paths), dtype=tf.string), labels.astype(np.float32))
-    )
-    if shuffle:
-        dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    options = tf.data.Options()
-    # Parallelism comes from decoding many files at once; letting each small op also fan out
-    # over the intra-op pool only adds hand-offs (measured faster on 2 cores).
-    options.threading.max_intra_op_parallelism = 1
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
-
-
-def load_images_python(paths: Sequence[str], image_size: int) -> np.ndarray:
-    """The naive way: open, convert to RGB and resize (bilinear) each file in turn; (N, S, S, 3)."""
-    from PIL import Image
-
-    images = []
-    for path in paths:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
-            if rgb.size != (image_size, image_size):
-                rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
-            images.append(np.asarray(rgb))
-    if not images:
-        return np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
-    return np.stack(images)
-
-
 # --- metrics ------------------------------------------------------------------------------------
-
-
-def _check_shapes(y_true: np.ndarray, other: np.ndarray, label_names: Sequence[str], what: str):
-    if y_true.ndim != 2 or other.shape != y_true.shape or y_true.shape[1] != len(label_names):
-        raise AtelierError(
-            f"Labels {y_true.shape} and {what} {other.shape} must both be (N, {len(label_names)}) "
-            f"for the labels {', '.join(label_names)}: the model was trained on other labels. "
-            "Re-run the train stage."
-        )
 
 
 def predicted_labels(proba: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -251,7 +77,7 @@ def multilabel_metrics(
 
     y_true = np.asarray(y_true).astype(np.int64)
     proba = np.asarray(proba, dtype=np.float64)
-    _check_shapes(y_true, proba, label_names, "probabilities")
+    check_label_shapes(y_true, proba, label_names, "probabilities")
     y_pred = predicted_labels(proba, threshold).astype(np.int64)
 
     clipped = np.clip(proba, LOSS_EPSILON, 1.0 - LOSS_EPSILON)
@@ -270,7 +96,7 @@ def multilabel_metrics(
         y_true, y_pred, average=None, zero_division=0
     )
     metrics |= per_class_metrics(label_names, precision, recall, f1, what="Label")
-    return {key: round(float(value), DIGITS) for key, value in metrics.items()}
+    return {key: round(float(value), ROUND_DIGITS) for key, value in metrics.items()}
 
 
 def per_label_confusion(
@@ -280,7 +106,7 @@ def per_label_confusion(
     from sklearn.metrics import multilabel_confusion_matrix
 
     y_true, y_pred = np.asarray(y_true).astype(np.int64), np.asarray(y_pred).astype(np.int64)
-    _check_shapes(y_true, y_pred, label_names, "predictions")
+    check_label_shapes(y_true, y_pred, label_names, "predictions")
     matrices = multilabel_confusion_matrix(y_true, y_pred)
     return {
         name: {
@@ -296,95 +122,86 @@ def per_label_confusion(
 # --- figures ------------------------------------------------------------------------------------
 
 
-def plot_label_confusions(
-    confusions: dict[str, dict[str, int]], path: Path, *, columns: int = 4
+def write_per_label_csv(
+    path: Path, names: Sequence[str], metrics: dict, confusions: dict[str, dict[str, int]]
 ) -> None:
-    """One small 2×2 matrix per label (rows: actual no/yes, columns: predicted no/yes).
-
-    Cells are shaded by their share of the actual row and show the count.
-    """
-    names = list(confusions)
-    if not names:
-        raise ValueError("No labels to plot.")
-    columns = min(columns, len(names))
-    rows = -(-len(names) // columns)
-    figure = new_figure(2.3 * columns, 2.2 * rows + 0.4)
-    figure.suptitle("Per-label confusion (rows: actual, columns: predicted)")
-    for index, name in enumerate(names):
-        counts = confusions[name]
-        matrix = np.array(
-            [[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]], dtype=np.int64
+    """`per_label.csv`: label, support, precision, recall, F1 and the 2×2 counts tn/fp/fn/tp."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["label", "support", "precision", "recall", "f1", "tn", "fp", "fn", "tp"])
+    for label in names:
+        slug, counts = class_slug(label), confusions[label]
+        writer.writerow(
+            [
+                label,
+                counts["tp"] + counts["fn"],
+                metrics[f"precision_{slug}"],
+                metrics[f"recall_{slug}"],
+                metrics[f"f1_{slug}"],
+                *(counts[key] for key in ("tn", "fp", "fn", "tp")),
+            ]
         )
-        totals = matrix.sum(axis=1, keepdims=True)
-        shares = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
-        axes = figure.add_subplot(rows, columns, index + 1)
-        axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
-        for row in range(2):
-            for column in range(2):
-                axes.text(
-                    column,
-                    row,
-                    f"{matrix[row, column]:,}",
-                    ha="center",
-                    va="center",
-                    fontsize=9,
-                    color="white" if shares[row, column] > 0.5 else "black",
-                )
-        axes.set_xticks([0, 1], labels=["no", "yes"], fontsize=8)
-        axes.set_yticks([0, 1], labels=["no", "yes"], fontsize=8)
-        axes.set_title(name, fontsize=10)
-    save_figure(figure, path)
+    atomic_write_bytes(path, buffer.getvalue().encode())
 
 
-def _label_set(row: np.ndarray, label_names: Sequence[str]) -> str:
-    names = [name for name, value in zip(label_names, row, strict=True) if value]
-    return " ".join(names) if names else "(none)"
-
-
-def prediction_captions(
-    true: np.ndarray, pred: np.ndarray, label_names: Sequence[str]
-) -> tuple[list[str], list[bool]]:
-    """Per image, "true: <labels>\npred: <labels>" (✗ when not every label is right) and
-    whether every label is right."""
-    true, pred = np.asarray(true).astype(bool), np.asarray(pred).astype(bool)
-    _check_shapes(true, pred, label_names, "predictions")
-    right = [bool(np.all(t == p)) for t, p in zip(true, pred, strict=True)]
-    captions = [
-        f"true: {_label_set(t, label_names)}\npred: {_label_set(p, label_names)}"
-        + ("" if ok else " ✗")
-        for t, p, ok in zip(true, pred, right, strict=True)
+def multilabel_table(results: list[ExperimentResult]) -> list[str]:
+    rows = [
+        "| # | experiment | dataset | model | parameters | epochs (best) | micro F1 | macro F1 "
+        "| subset accuracy | Hamming loss | threshold | training time |",
+        "|--:|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
-    return captions, right
+    for rank, result in enumerate(results, start=1):
+        m = result.metrics
+        name = f"**{result.name}**" if rank == 1 else result.name
+        rows.append(
+            f"| {rank} | {name} | {m['dataset']} | {m['model']} | {int(m['params_count']):,} "
+            f"| {m['epochs_run']} ({m['best_epoch']}) | {m['micro_f1']:.4f} | {m['macro_f1']:.4f} "
+            f"| {m['subset_accuracy']:.4f} | {m['hamming_loss']:.4f} | {m['threshold']:g} "
+            f"| {seconds(m['train_time_s'])} |"
+        )
+    rows += [
+        "",
+        "*subset accuracy*: share of test images with every label right; *Hamming loss*: share "
+        "of wrong (image, label) cells.",
+    ]
+    return rows
 
 
-def plot_prediction_grid(
-    images: np.ndarray,
-    true: np.ndarray,
-    pred: np.ndarray,
-    label_names: Sequence[str],
-    path: Path,
-    *,
-    columns: int = 4,
-) -> None:
-    """Test images with their true and predicted label sets; wrong predictions in red with ✗.
-
-    `images` are uint8 (N, S, S, 3) or (N, S, S); `true` and `pred` are (N, L) 0/1. Drawn by the
-    report's image grid (one mosaic, one `imshow`).
-    """
-    from pipeline.stages.report import plot_image_grid
-
-    images = np.asarray(images)
-    if len(images) == 0:
-        raise ValueError("No images to plot.")
-    if len(images) != len(true):
-        raise ValueError(f"{len(images)} images but {len(true)} label rows.")
-    captions, right = prediction_captions(true, pred, label_names)
-    plot_image_grid(
-        images,
-        captions,
-        path,
-        title=f"Predictions: {sum(right)} of {len(right)} exactly right",
-        value_max=255,
-        columns=columns,
-        caption_colours=["black" if ok else "#c62828" for ok in right],
-    )
+def multilabel_section(result: ExperimentResult, staging: Path) -> list[str]:
+    metrics, name = result.metrics, result.name
+    lines = [
+        f"### {name}",
+        "",
+        f"Model `{metrics['model']}` on `{metrics['dataset']}`: micro F1 "
+        f"**{metrics['micro_f1']:.4f}**, macro F1 {metrics['macro_f1']:.4f}, subset accuracy "
+        f"{metrics['subset_accuracy']:.4f}, Hamming loss {metrics['hamming_loss']:.4f} at "
+        f"threshold {metrics['threshold']:g}; {int(metrics['params_count']):,} parameters, "
+        f"trained in {seconds(metrics['train_time_s'])} on {metrics['device']}.",
+        "",
+    ]
+    lines += curves_section(result, staging, metric="binary_accuracy")
+    per_label = result.plots_dir / "per_label.csv"
+    if per_label.is_file():
+        with open(per_label, newline="") as stream:
+            table = list(csv.DictReader(stream))
+        lines += [
+            "| label | test images with it | precision | recall | F1 | false positives "
+            "| false negatives |",
+            "|---|--:|--:|--:|--:|--:|--:|",
+            *(
+                f"| {row['label']} | {row['support']} | {float(row['precision']):.3f} "
+                f"| {float(row['recall']):.3f} | {float(row['f1']):.3f} | {row['fp']} "
+                f"| {row['fn']} |"
+                for row in table
+            ),
+            "",
+        ]
+    for figure, caption in (
+        ("label_confusion", "per-label confusion matrices"),
+        ("predictions", "test images with true and predicted labels"),
+    ):
+        source = result.plots_dir / f"{figure}.png"
+        if source.is_file():
+            shutil.copyfile(source, staging / f"{name}_{figure}.png")
+            lines += [f"![{name} {caption}]({name}_{figure}.png)", ""]
+    return lines

@@ -219,7 +219,7 @@ def _download_awaits_retry(client, root: Path) -> bool:
 @pytest.mark.slow
 def test_failing_stage_fails_its_task_with_dvcs_message(prefect_server, new_project):
     root = new_project()
-    (root / "pipeline" / "preprocess.py").write_text(
+    (root / "pipeline" / "stages" / "preprocess.py").write_text(
         'raise SystemExit("preprocess cannot read its input: broken on purpose")\n'
     )
     state = training(project_dir=str(root), experiments=["digits_sgd"], return_state=True)

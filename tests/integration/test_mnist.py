@@ -19,8 +19,8 @@ import yaml
 
 from pipeline.core import paths
 from pipeline.data.catalog import CATALOG, IDX_FILES, MNIST, FileSpec
-from pipeline.stages.download import DownloadSettings, download
 from pipeline.params import load_params, parse_params
+from pipeline.stages.download import DownloadSettings, download
 from tests.conftest import prepare_dataset
 
 

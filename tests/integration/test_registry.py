@@ -4,7 +4,8 @@ Two kinds of project copy:
 
 - a *registry-only* copy whose dvc.yaml holds just the `select` stage and the artifacts, fed with
   hand-written metrics and baseline-format models (no TensorFlow: seconds per test) — for the
-  refusals, the race, hash verification and fetching from the DVC remote;
+  refusals, the race, hash verification (a forged card or model in the DVC cache or remote is
+  refused by every command that would use it) and fetching from the DVC remote;
 - the *whole pipeline* on digits (`slow`): train → evaluate → select → register → promote,
   a worse champion refused by name, a better one promoted, rollback, `get` and `load`.
 
@@ -26,7 +27,8 @@ import pytest
 import yaml
 
 from pipeline.modeling.models import LinearPredictor
-from pipeline.registry import NothingToRegister, Registry, RegistryError, load
+from pipeline.registry import FilesMismatch, NothingToRegister, Registry, RegistryError, load
+from pipeline.registry.tags import create_tag
 
 PROJECT_FILES = ("pyproject.toml", ".dvcignore", ".gitignore")
 ARTIFACT = "digits-classifier"
@@ -232,9 +234,8 @@ def test_two_racing_registrations_give_one_version_and_one_clear_refusal(small):
     assert [v["version"] for v in small.gto_show(ARTIFACT)] == ["v0.2.0", "v0.1.0"]
 
     # The conflict the retry loop relies on: git refuses an existing tag name, atomically.
-    registry = Registry(small.root)
-    assert registry._create_tag(ARTIFACT, f"{ARTIFACT}@v0.3.0", head, "first")
-    assert not registry._create_tag(ARTIFACT, f"{ARTIFACT}@v0.3.0", head, "second")
+    assert create_tag(small.root, ARTIFACT, f"{ARTIFACT}@v0.3.0", head, "first")
+    assert not create_tag(small.root, ARTIFACT, f"{ARTIFACT}@v0.3.0", head, "second")
     message = small.run("git", "tag", "--list", "--format=%(contents)", f"{ARTIFACT}@v0.3.0")
     assert message.stdout.strip() == "first"
 
@@ -321,14 +322,128 @@ def test_promote_rollback_and_get_verify_against_dvc_lock(small, tmp_path):
         "get", ARTIFACT, "--version", "v0.1.0", "-o", str(corrupt_out), check=False
     )
     assert corrupt.returncode == 2
-    assert "the fetched files hash to" in corrupt.stderr
-    assert "The cache or remote is corrupt; nothing was written." in corrupt.stderr
+    assert "digits-classifier v0.1.0 (commit " in corrupt.stderr
+    assert "models/champions/digits/model.npz hashes to md5 " in corrupt.stderr
+    assert "the DVC remote's copy of model.npz is corrupt" in corrupt.stderr
+    assert "Nothing was decided, written or tagged on these files." in corrupt.stderr
+    assert "Traceback" not in corrupt.stderr
     assert list(corrupt_out.iterdir()) == []
 
     with pytest.raises(
         RegistryError, match=r"has no version v9\.0\.0 \(registered: v0\.1\.0, v0\.2\.0\)"
     ):
         registry.get(ARTIFACT, out, version="v9.0.0")
+
+
+def cache_file(project: Project, md5: str) -> Path:
+    return project.root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def champion_file_in_cache(project: Project, commit: str, name: str) -> tuple[Path, str]:
+    """The DVC cache file of champion file `name` at `commit`, found from dvc.lock, and its md5."""
+    lock = yaml.safe_load(project.run("git", "show", f"{commit}:dvc.lock").stdout)
+    (out,) = lock["stages"]["select@digits"]["outs"]
+    listing = json.loads(cache_file(project, out["md5"]).read_text())
+    md5 = next(entry["md5"] for entry in listing if entry["relpath"] == name)
+    return cache_file(project, md5), md5
+
+
+def forge(path: Path, content: bytes) -> str:
+    """Overwrite a (read-only) DVC cache file, as someone with write access to it could."""
+    path.chmod(0o644)
+    path.write_bytes(content)
+    return hashlib.md5(content).hexdigest()
+
+
+def forged_card(path: Path, accuracy: float) -> bytes:
+    card = json.loads(path.read_text())
+    card["metrics"]["test_accuracy"] = card["value"] = accuracy
+    return json.dumps(card).encode()
+
+
+def test_a_forged_card_is_refused_by_promote_and_release_and_never_shown(small):
+    registry = Registry(small.root)
+    registry.register(ARTIFACT)
+    registry.promote(ARTIFACT, "prod")
+    v2_commit = new_champion(small, 0.92, seed=5)  # worse than v0.1.0: prod must refuse it
+    registry.register(ARTIFACT)
+    tags_before = small.run("git", "tag", "--list").stdout
+    card_path, card_md5 = champion_file_in_cache(small, v2_commit, "card.json")
+    forged_md5 = forge(card_path, forged_card(card_path, 0.9999))
+    shown_path = card_path.relative_to(small.root)
+
+    refused = small.registry("promote", ARTIFACT, "--to", "prod", check=False)
+    assert refused.returncode == 2
+    assert "Traceback" not in refused.stderr
+    assert f"digits-classifier v0.2.0 (commit {v2_commit[:7]}) failed verification" in (
+        refused.stderr
+    )
+    assert (
+        f"models/champions/digits/card.json hashes to md5 {forged_md5}, but dvc.lock records "
+        f"md5 {card_md5}" in refused.stderr
+    )
+    assert (
+        f"the DVC cache entry {shown_path} was changed after the version was registered: "
+        "delete it and run `dvc fetch --all-tags`" in refused.stderr
+    )
+    assert "0.9999" not in refused.stderr
+    with pytest.raises(FilesMismatch, match=r"card\.json hashes to md5"):
+        registry.promote(ARTIFACT, "staging")
+    with pytest.raises(FilesMismatch, match=r"card\.json hashes to md5"):
+        registry.release(ARTIFACT)
+    assert small.run("git", "tag", "--list").stdout == tags_before  # no stage tag written
+
+    # show lists the forged version, marked, with none of its figures; the others as before.
+    rows = {row["version"]: row for row in small.show()["versions"]}
+    assert rows["v0.2.0"]["files"] == "MISMATCH"
+    assert (rows["v0.2.0"]["metrics"], rows["v0.2.0"]["value"]) == ({}, None)
+    assert f"hashes to md5 {forged_md5}" in rows["v0.2.0"]["problem"]
+    assert rows["v0.1.0"]["files"] == "verified"
+    assert rows["v0.1.0"]["metrics"]["test_accuracy"] == 0.93
+    table = small.registry("show", ARTIFACT)
+    assert "0.9999" not in table.stdout + table.stderr
+    (v2_line,) = [line for line in table.stdout.splitlines() if line.startswith("  v0.2.0")]
+    assert "MISMATCH" in v2_line and "digits_tuned" not in v2_line
+    assert "  ! v0.2.0 is not shown: digits-classifier v0.2.0 (commit " in table.stdout
+
+    # What the message says to do restores the registered card from the DVC remote.
+    card_path.unlink()
+    small.run("dvc", "fetch", "--all-tags")
+    assert hashlib.md5(card_path.read_bytes()).hexdigest() == card_md5
+    assert {row["version"]: row["value"] for row in small.show()["versions"]} == {
+        "v0.2.0": 0.92,
+        "v0.1.0": 0.93,
+    }
+    refused_by_rule = small.registry("promote", ARTIFACT, "--to", "prod", check=False)
+    assert "[FAIL] beats the prod holder by at least 0 in test_accuracy: 0.9200 vs 0.9300" in (
+        refused_by_rule.stderr
+    )
+
+
+def test_rollback_and_get_refuse_a_forged_model_in_the_cache(small, tmp_path):
+    registry = Registry(small.root)
+    v1 = registry.register(ARTIFACT)
+    registry.promote(ARTIFACT, "prod")
+    new_champion(small, 0.95, seed=7)
+    registry.register(ARTIFACT)
+    registry.promote(ARTIFACT, "prod")
+    tags_before = small.run("git", "tag", "--list").stdout
+    model_path, model_md5 = champion_file_in_cache(small, v1.commit, "model.npz")
+    forged_md5 = forge(model_path, model_path.read_bytes() + b"forged")
+
+    rolled = small.registry("rollback", ARTIFACT, "--stage", "prod", check=False)
+    assert rolled.returncode == 2
+    assert "Traceback" not in rolled.stderr
+    assert (
+        f"models/champions/digits/model.npz hashes to md5 {forged_md5}, but dvc.lock records "
+        f"md5 {model_md5}" in rolled.stderr
+    )
+    assert small.run("git", "tag", "--list").stdout == tags_before
+    assert registry.holder(ARTIFACT, "prod").version == "v0.2.0"
+    out = tmp_path / "served"
+    with pytest.raises(FilesMismatch, match=r"model\.npz hashes to md5"):
+        registry.get(ARTIFACT, out, version="v0.1.0")
+    assert list(out.iterdir()) == []
 
 
 # --- the whole pipeline -------------------------------------------------------------------------

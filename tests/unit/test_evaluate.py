@@ -23,10 +23,12 @@ import yaml
 
 from pipeline.__main__ import main
 from pipeline.core.errors import AtelierError
-from pipeline.stages.evaluate import class_slug, evaluate_experiment, load_keras_model
+from pipeline.modeling.loading import load_keras_model
 from pipeline.modeling.models import LinearPredictor
 from pipeline.params import parse_params
+from pipeline.stages.evaluate import evaluate_experiment
 from pipeline.stages.train import train_experiment
+from pipeline.tasks.common import class_slug
 from tests.conftest import prepare_digits
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -14,18 +14,14 @@ import pytest
 from PIL import Image
 
 from pipeline.core.errors import DataError
-from pipeline.tasks.multilabel import (
-    LabelTable,
-    load_images_python,
-    make_image_dataset,
-    multilabel_metrics,
-    per_label_confusion,
+from pipeline.data.labels import LabelTable, load_images_python, read_label_table
+from pipeline.figures.multilabel import (
     plot_label_confusions,
     plot_prediction_grid,
-    predicted_labels,
     prediction_captions,
-    read_label_table,
 )
+from pipeline.modeling.inputs import make_image_dataset
+from pipeline.tasks.multilabel import multilabel_metrics, per_label_confusion, predicted_labels
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NAMES = ("red", "blue", "shirt")

@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from pipeline.core import paths
-from pipeline.data.catalog import APPAREL, FASHION_MNIST, GARMENTS, IDX_FILES, FileSpec
-from pipeline.stages.download import DownloadSettings, download
 from pipeline.core.errors import DataError, ParamsError
+from pipeline.data.catalog import APPAREL, FASHION_MNIST, GARMENTS, IDX_FILES, FileSpec
 from pipeline.params import parse_params
+from pipeline.stages.download import DownloadSettings, download
 from tests.conftest import IdxKit, prepare_dataset
 
 DEBIAN = Path(FASHION_MNIST.sources[0])

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import copy
+import os
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
+from pipeline.core import metrics
 from pipeline.core.errors import ParamsError
-from pipeline.params import Params, load_params, parse_params
+from pipeline.core.yamlio import load_yaml
+from pipeline.params import Params, RegistryParams, load_params, parse_params
 
 VALID = {
     "base": {"seed": 42},
@@ -53,6 +59,8 @@ def test_repository_params_yaml_parses(project_root):
     assert params.data.datasets
     for experiment in params.experiments.values():
         assert experiment.dataset in params.data.datasets
+    for name in params.crossval.experiments:
+        assert params.experiments[name].dataset == params.crossval.dataset
 
 
 def test_unknown_top_level_key():
@@ -127,6 +135,109 @@ def test_experiment_dataset_must_be_prepared():
 def test_one_fold_is_refused():
     message = problem(edited(**{"split.folds": 1}))
     assert "split.folds = 1: must be 0 (no folds) or at least 2" in message
+
+
+# --- crossval: one dataset, named for DVC's matrix ----------------------------------------------
+
+REGRESSOR = {"dataset": "diabetes", "model": {"name": "regressor", "units": [8]}}
+
+
+def crossvalidated(*experiments: str, **changes) -> dict:
+    """VALID with three folds and `experiments` cross-validated; `changes` as in `edited`."""
+    return edited(
+        **{
+            "split.folds": 3,
+            "crossval.experiments": list(experiments),
+            "crossval.folds": [0, 1, 2],
+            **changes,
+        }
+    )
+
+
+def test_crossval_dataset_is_required_when_experiments_are_listed():
+    message = problem(crossvalidated("x"))
+    assert (
+        "crossval.experiments lists ['x'] but crossval.dataset is not set: "
+        "set crossval.dataset to 'digits', their dataset" in message
+    )
+
+
+def test_crossval_dataset_missing_over_two_datasets_names_both():
+    raw = crossvalidated(
+        "x", "y", **{"data.datasets": ["digits", "diabetes"], "experiments.y": REGRESSOR}
+    )
+    message = problem(raw)
+    assert "crossval.dataset is not set: list the experiments of one dataset only" in message
+    assert "(they use diabetes, digits)" in message
+
+
+def test_crossval_experiment_on_another_dataset_is_named():
+    raw = crossvalidated(
+        "x",
+        "y",
+        **{
+            "data.datasets": ["digits", "diabetes"],
+            "experiments.y": REGRESSOR,
+            "crossval.dataset": "digits",
+        },
+    )
+    message = problem(raw)
+    assert (
+        "crossval.experiments names 'y', an experiment on dataset 'diabetes', but "
+        "crossval.dataset is 'digits'" in message
+    )
+    assert "remove 'y' from crossval.experiments, or set crossval.dataset to 'diabetes'" in message
+
+
+def test_crossval_dataset_matching_its_experiments_parses():
+    params = parse_params(crossvalidated("x", **{"crossval.dataset": "digits"}))
+    assert params.crossval.dataset == "digits"
+    assert params.crossval.experiments == ["x"]
+
+
+def test_crossval_dataset_is_optional_without_experiments():
+    assert parse_params(VALID).crossval.dataset is None
+    params = parse_params(edited(crossval={"experiments": [], "folds": []}))
+    assert params.crossval.dataset is None
+
+
+def test_crossval_dataset_must_be_known():
+    message = problem(crossvalidated("x", **{"crossval.dataset": "cifar10"}))
+    assert "crossval.dataset = 'cifar10': unknown dataset 'cifar10'" in message
+
+
+def test_crossval_unknown_key_lists_dataset():
+    message = problem(edited(**{"crossval.datasets": "digits"}))
+    assert "crossval.datasets: unknown key (did you mean 'dataset'?)" in message
+    assert "allowed keys under crossval: dataset, experiments, folds" in message
+
+
+# --- a metric's direction: pipeline.core.metrics' rule ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("metric", "lower"),
+    [
+        ("test_mae", True),
+        ("val_loss", True),
+        ("test_rmse", True),
+        ("val_mae_std", True),
+        ("test_accuracy", False),
+        ("micro_f1", False),
+    ],
+)
+def test_registry_direction_follows_the_metrics_rule(metric, lower):
+    rules = RegistryParams()
+    assert rules.lower_is_better(metric) is lower
+    assert metrics.lower_is_better(metric) is lower
+    assert rules.model_copy(update={"metric": metric}).lower_is_better() is lower
+
+
+def test_registry_direction_per_task():
+    rules = RegistryParams()
+    assert not rules.lower_is_better()  # test_accuracy
+    assert rules.for_dataset("diabetes").lower_is_better()  # test_mae
+    assert not rules.for_dataset("garments").lower_is_better()  # micro_f1
 
 
 def test_dropout_needs_one_rate_per_layer():
@@ -217,3 +328,91 @@ def test_cli_params_option_after_the_subcommand(tmp_path, project_root):
     result = run_cli(project_root, "check", "--params", str(bad))
     assert result.returncode == 2
     assert "split.folds = 1: must be 0 (no folds) or at least 2" in result.stderr
+
+
+# --- params.yaml read as DVC reads it (YAML 1.2) ------------------------------------------------
+
+
+def real_params_copy(tmp_path, project_root, old: str, new: str) -> Path:
+    """A copy of the repository's params.yaml in `tmp_path` with `old` replaced by `new` once."""
+    text = (project_root / "params.yaml").read_text()
+    assert text.count(old) == 1, old
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def test_exponent_learning_rate_is_a_float(tmp_path, project_root):
+    path = real_params_copy(tmp_path, project_root, "learning_rate: 0.01", "learning_rate: 1e-3")
+    as_pyyaml_reads_it = yaml.safe_load(path.read_text())["experiments"]["diabetes_regressor"]
+    assert as_pyyaml_reads_it["learning_rate"] == "1e-3"  # YAML 1.1: a string the schema refuses
+    params = load_params(path)
+    assert params.experiments["diabetes_regressor"].learning_rate == 0.001
+
+
+def test_duplicate_key_refused_with_both_lines(tmp_path, project_root):
+    path = real_params_copy(tmp_path, project_root, "  seed: 42\n", "  seed: 42\n  seed: 7\n")
+    lines = path.read_text().splitlines()
+    first = lines.index("  seed: 42") + 1
+    with pytest.raises(ParamsError) as caught:
+        load_params(path)
+    message = str(caught.value)
+    assert message.startswith(
+        f"{path} sets base.seed twice, at line {first} and at line {first + 1}"
+    )
+    assert "DVC refuses duplicate keys" in message
+
+
+def test_repository_params_yaml_anchors_and_merge_keys(project_root):
+    """`experiments` is the merge (`<<`) of the enabled experiment sets, as DVC sees it."""
+    path = project_root / "params.yaml"
+    raw = load_yaml(path)
+    params = load_params(path)
+    enabled = re.search(r"^experiments:\n  <<: \[(.*)\]$", path.read_text(), re.MULTILINE)
+    assert enabled, "params.yaml's experiments no longer merge sets with `<<: [*set, ...]`"
+    sets = [name.strip().lstrip("*") for name in enabled.group(1).split(",")]
+    expected = {k: v for name in sets for k, v in raw["experiment_sets"][name].items()}
+    assert set(params.experiments) == set(expected)
+    assert raw["experiments"] == expected
+
+
+def test_make_repro_refuses_bad_params_before_dvc_runs(tmp_path, project_root):
+    """`make repro` runs `python -m pipeline check` first: a typo costs no output."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    copy = tmp_path / "project"
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(project_root / "pipeline", copy / "pipeline", ignore=ignore)
+    for name in ("Makefile", "dvc.yaml", "dvc.lock", ".dvcignore", "pyproject.toml"):
+        shutil.copy2(project_root / name, copy / name)
+    (copy / ".dvc").mkdir()
+    shutil.copy2(project_root / ".dvc" / "config", copy / ".dvc" / "config")
+    real_params_copy(copy, project_root, "  seed: 42\n", "  sede: 1\n")
+    subprocess.run(["git", "init", "--quiet"], cwd=copy, check=True, timeout=30)
+    # Earlier runs' outputs, one inside each download@<dataset> output: DVC would remove the
+    # first stage's before running its command.
+    kept = [
+        copy / "data" / "raw" / dataset / "kept.txt"
+        for dataset in load_yaml(project_root / "params.yaml")["data"]["datasets"]
+    ]
+    for output in kept:
+        output.parent.mkdir(parents=True)
+        output.write_text("an earlier run's output\n")
+    lock = (copy / "dvc.lock").read_bytes()
+
+    venv = project_root / ".venv"
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    env.pop("PYTHONPATH", None)
+    # VENV: the project's environment; -o: never (re)install into it from this copy.
+    command = [make, "-o", f"{venv}/.installed", "repro", f"VENV={venv}"]
+    result = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "repro] Error 2" in result.stderr  # the status of `python -m pipeline check`
+    assert "base.sede: unknown key (did you mean 'seed'?)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"{venv}/bin/python -m pipeline check" in result.stdout
+    assert "dvc repro" not in result.stdout  # make never started DVC
+    assert all(output.read_text() == "an earlier run's output\n" for output in kept)
+    assert (copy / "dvc.lock").read_bytes() == lock

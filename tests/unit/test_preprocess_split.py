@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.core.errors import DataError
 from pipeline.data.catalog import CATALOG, DIGITS, FASHION_MNIST
 from pipeline.stages.download import DownloadSettings, download
-from pipeline.core.errors import DataError
 from pipeline.stages.preprocess import PreprocessSettings, preprocess
 from pipeline.stages.split import SplitSettings, split
 

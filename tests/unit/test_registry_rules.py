@@ -1,5 +1,6 @@
-"""The registry's pure parts: version names, promotion rules, DVC's directory hash, the
-`registry:` section of params.yaml, and the select stage on hand-made metrics."""
+"""The registry's pure parts: version names, promotion rules, DVC's directory hash, the table of
+`registry show`, the `registry:` section of params.yaml, and the select stage on hand-made
+metrics."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import numpy as np
 import pytest
 
 from pipeline.core.errors import AtelierError, ParamsError
+from pipeline.core.metrics import lower_is_better
 from pipeline.modeling.models import LinearPredictor
 from pipeline.params import RegistryParams, parse_params
 from pipeline.registry import (
     RegistryError,
     check_rules,
+    format_show,
     next_version,
     parse_version,
     tree_md5,
@@ -160,6 +163,22 @@ def test_the_baseline_rule_can_be_switched_off():
     assert names == ["beats the prod holder by at least 0 in test_accuracy"]
 
 
+def test_a_metrics_direction_comes_from_pipeline_core_metrics():
+    # A spread across folds is better when lower (`_std`), as early stopping and the report read
+    # it: a threshold on it is a maximum and a smaller one beats the holder.
+    rules = RegistryParams(
+        metric="cv_accuracy_std",
+        stages={"prod": {"cv_accuracy_std": 0.02}},
+        require_beat_baseline=False,
+    )
+    candidate = {"metrics": {"cv_accuracy_std": 0.01}}
+    threshold, holder_rule = check_rules(
+        candidate, stage="prod", rules=rules, holder_card={"metrics": {"cv_accuracy_std": 0.03}}
+    )
+    assert threshold.name == "cv_accuracy_std <= 0.02 for prod" and threshold.passed
+    assert holder_rule.passed and holder_rule.figure.endswith("(+0.0200)")
+
+
 # --- DVC's directory hash -----------------------------------------------------------------------
 
 
@@ -179,6 +198,56 @@ def test_tree_md5_is_the_hash_dvc_gives_a_directory():
     assert tree_md5({**md5s, "card.json": "0" * 32}) != tree_md5(md5s)
 
 
+# --- registry show -------------------------------------------------------------------------------
+
+
+def show_row(version: str, files: str, **fields) -> dict:
+    row = {
+        "version": version,
+        "commit": "0123456789abcdef",
+        "created_at": "2024-05-01T12:00:00+00:00",
+        "stages": [],
+        "files": files,
+        "problem": None,
+        "experiment": None,
+        "model": None,
+        "metrics": {},
+    }
+    return row | fields
+
+
+def test_show_marks_a_version_that_failed_verification_and_shows_none_of_its_figures():
+    problem = "digits-classifier v0.2.0 (commit 0123456) failed verification against dvc.lock"
+    state = {
+        "digits-classifier": {
+            "dataset": "digits",
+            "latest": "v0.2.0",
+            "stages": {"staging": None, "prod": "v0.1.0"},
+            "versions": [
+                show_row("v0.2.0", "MISMATCH", problem=problem),
+                show_row(
+                    "v0.1.0",
+                    "verified",
+                    stages=["prod"],
+                    experiment="digits_mlp",
+                    model="mlp",
+                    metrics={"test_accuracy": 0.93},
+                ),
+            ],
+        }
+    }
+    lines = format_show(state).splitlines()
+    assert lines[0] == "digits-classifier (digits): latest v0.2.0; staging: -, prod: v0.1.0"
+    assert lines[1].split() == [
+        "version", "stages", "commit", "created", "(UTC)", "files", "experiment", "model",
+        "test_accuracy",
+    ]  # fmt: skip
+    # The forged version: marked, no experiment, model or metric (`-`), whatever its card says.
+    assert lines[2].split()[3:] == ["2024-05-01", "12:00:00", "MISMATCH", "-", "-", "-"]
+    assert lines[3].split()[-4:] == ["ok", "digits_mlp", "mlp", "0.9300"]
+    assert lines[4] == f"  ! v0.2.0 is not shown: {problem}"
+
+
 # --- params.yaml `registry:` --------------------------------------------------------------------
 
 BASE = {"data": {"datasets": ["digits"]}}
@@ -191,8 +260,7 @@ def test_registry_section_is_optional_with_documented_defaults():
     assert registry.require_beat_baseline is True
     assert registry.stages == {}
     assert registry.artifact_name("fashion_mnist") == "fashion-mnist-classifier"
-    assert not registry.lower_is_better()
-    assert registry.lower_is_better("test_loss")
+    assert not lower_is_better(registry.metric)
 
 
 def test_registry_artifact_names_come_from_params():
@@ -329,7 +397,7 @@ def test_regression_and_multilabel_sets_use_their_own_rules():
         multilabel={"metric": "micro_f1", "stages": {"prod": {"micro_f1": 0.8}}},
     )
     regression = rules.for_dataset("boston_housing")
-    assert regression.metric == "test_mae" and regression.lower_is_better()
+    assert regression.metric == "test_mae" and lower_is_better(regression.metric)
     assert not regression.require_beat_baseline
     candidate = {"dataset": "boston_housing", "experiment": "reg", "metrics": {"test_mae": 2.5}}
     worse = {"dataset": "boston_housing", "experiment": "reg", "metrics": {"test_mae": 3.5}}
@@ -341,6 +409,6 @@ def test_regression_and_multilabel_sets_use_their_own_rules():
     assert ranked[-1].passed  # 2.5 beats the holder's 2.6 because lower is better
 
     tagger = rules.for_dataset("garments")
-    assert tagger.metric == "micro_f1" and not tagger.lower_is_better()
+    assert tagger.metric == "micro_f1" and not lower_is_better(tagger.metric)
     assert rules.for_dataset("fashion_mnist") is rules
     assert rules.artifact_name("diabetes") == "diabetes-regressor"

@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from pipeline.core import paths
-from pipeline.data.catalog import BOSTON_HOUSING, CATALOG, DIABETES, FileSpec
-from pipeline.stages.download import DownloadSettings, download
 from pipeline.core.errors import DataError, ParamsError
+from pipeline.data.catalog import BOSTON_HOUSING, CATALOG, DIABETES, FileSpec
 from pipeline.params import parse_params
+from pipeline.stages.download import DownloadSettings, download
 from pipeline.stages.split import SplitSettings, split
 from tests.conftest import prepare_dataset
 
@@ -42,7 +42,11 @@ def regression_params(project_root, experiments: dict, *, folds: int = 3, datase
     params["data"]["datasets"] = datasets or ["diabetes"]
     params["split"]["folds"] = folds
     params["experiments"] = experiments
-    params["crossval"] = {"experiments": list(experiments), "folds": list(range(folds))}
+    params["crossval"] = {
+        "dataset": "diabetes",
+        "experiments": list(experiments),
+        "folds": list(range(folds)),
+    }
     return parse_params(params)
 
 
@@ -260,7 +264,7 @@ def test_regression_plot_data_and_history(trained, diabetes_root):
 
 
 def test_each_fold_trains_on_the_other_folds_and_the_aggregate_reports_them(trained, diabetes_root):
-    from pipeline.tasks.regression import crossval_experiment
+    from pipeline.stages.crossval import crossval_experiment
     from pipeline.stages.train import train_experiment
 
     params = trained[0]

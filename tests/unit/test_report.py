@@ -20,15 +20,13 @@ import pytest
 import yaml
 
 from pipeline.core.errors import AtelierError
-from pipeline.stages.evaluate import evaluate_experiment
+from pipeline.figures.images import plot_class_samples
 from pipeline.params import parse_params
-from pipeline.stages.report import (
-    _overfitting_note,
-    build_report,
-    most_confused_pairs,
-    plot_class_samples,
-)
+from pipeline.stages.evaluate import evaluate_experiment
+from pipeline.stages.report import build_report
 from pipeline.stages.train import train_experiment
+from pipeline.tasks.classification import most_confused_pairs
+from pipeline.tasks.results import overfitting_note
 from tests.conftest import prepare_digits
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -191,10 +189,10 @@ def test_overfitting_note_reads_the_curves():
         {"epoch": 2, "accuracy": 0.90, "val_accuracy": 0.85, "val_loss": 0.40},
         {"epoch": 3, "accuracy": 0.97, "val_accuracy": 0.84, "val_loss": 0.45},
     ]
-    note = _overfitting_note(rows, {"best_epoch": 2})
+    note = overfitting_note(rows, {"best_epoch": 2})
     assert "Best epoch 2 of 3" in note and "gap +13.00 pp" in note
     assert "Validation loss rose after epoch 2 (to 0.4500)" in note and "over-fit" in note
-    assert "over-fit" not in _overfitting_note(rows[:2], {"best_epoch": 2})
+    assert "over-fit" not in overfitting_note(rows[:2], {"best_epoch": 2})
 
 
 @pytest.mark.parametrize("shape", [(6, 6), (6, 6, 1), (6, 6, 3)])

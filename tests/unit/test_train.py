@@ -22,11 +22,11 @@ import pytest
 import yaml
 
 from pipeline.core import paths
-from pipeline.data.catalog import DIGITS
-from pipeline.stages.download import DownloadSettings, download
 from pipeline.core.errors import AtelierError, DataError, ParamsError
+from pipeline.data.catalog import DIGITS
 from pipeline.modeling.models import LinearPredictor
 from pipeline.params import load_params, parse_params
+from pipeline.stages.download import DownloadSettings, download
 from pipeline.stages.preprocess import PreprocessSettings, preprocess
 from pipeline.stages.split import SplitSettings, split
 from pipeline.stages.train import train_experiment

@@ -1,0 +1,234 @@
+"""Time a no-op `dvc repro` of the pipeline against `dvc status` and DVC's bare start.
+
+With everything up to date, `dvc repro` still starts Python, imports DVC, reads `dvc.yaml`,
+`params.yaml` and `dvc.lock`, expands the `foreach`/`matrix` stages and checks every dependency
+and output against the lock file. Three whole processes are timed, each `--repeats` times in
+rotating order after one untimed warm-up round, and reported as medians and as ratios to the
+first:
+
+- `dvc --help`: DVC's start alone (interpreter, imports, the command-line parser);
+- `dvc status`: the same checks as a no-op repro, nothing run;
+- `dvc repro` with nothing to do (the goal: at most 1.5 s for the default pipeline).
+
+Also printed: what DVC checks (stages, dependencies and outputs, and the files behind them, from
+`dvc.lock`), the largest entries first.
+
+Default mode times the repository itself and needs the pipeline built: if `dvc status` reports
+anything changed it stops and says to run `make repro` first. `--quick` builds a small copy in
+a temporary directory (git + DVC, params.yaml restricted to the digits dataset and its
+experiments), runs `dvc repro` once, untimed, to build it, then times the no-op once.
+Usage: `python benchmarks/noop_repro.py [--repeats 5] [--quick] [--keep]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+GOAL_S = 1.5
+QUICK_DATASET = "digits"
+COPIED = ("dvc.yaml", "pyproject.toml", ".dvcignore", ".gitignore")
+MEASURES = {
+    "start": ("dvc", "--help"),
+    "status": ("dvc", "status"),
+    "repro": ("dvc", "repro"),
+}
+LABELS = {
+    "start": "`dvc --help` (DVC's start)",
+    "status": "`dvc status`, nothing changed",
+    "repro": "`dvc repro`, nothing to do",
+}
+
+
+def tool_env() -> dict[str, str]:
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def run(command: tuple[str, ...] | list[str], cwd: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result.stdout + result.stderr
+
+
+def timed(command: tuple[str, ...], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    output = run(command, cwd, env)
+    return time.perf_counter() - started, output
+
+
+def make_quick_copy(destination: Path, env: dict[str, str]) -> None:
+    """A committed git + DVC copy of the project holding only the digits experiments, built."""
+    shutil.copytree(
+        PROJECT_ROOT / "pipeline",
+        destination / "pipeline",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    for name in COPIED:
+        if (PROJECT_ROOT / name).exists():
+            shutil.copy2(PROJECT_ROOT / name, destination / name)
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["data"]["datasets"] = [QUICK_DATASET]
+    params["experiments"] = {
+        name: experiment
+        for name, experiment in params["experiments"].items()
+        if experiment["dataset"] == QUICK_DATASET
+    }
+    crossval = params.get("crossval", {})
+    kept = [name for name in crossval.get("experiments", []) if name in params["experiments"]]
+    params["crossval"] = (
+        {**crossval, "experiments": kept} if kept else {"experiments": [], "folds": []}
+    )
+    (destination / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for command in (
+        ["git", "init", "--quiet"],
+        ["git", "config", "user.name", "Atelier benchmark"],
+        ["git", "config", "user.email", "bench@atelier.invalid"],
+        ["dvc", "init", "--quiet"],
+    ):
+        run(command, destination, env)
+    shutil.copy2(PROJECT_ROOT / ".dvc" / "config", destination / ".dvc" / "config")
+    run(["git", "add", "--all"], destination, env)
+    run(["git", "commit", "--quiet", "--message", "project copy"], destination, env)
+    run(["dvc", "repro"], destination, env)
+
+
+def require_up_to_date(root: Path, env: dict[str, str]) -> None:
+    """Stop with the fix when `dvc status` finds anything to run: a no-op needs a built pipeline."""
+    result = subprocess.run(
+        ["dvc", "status", "--json"], cwd=root, env=env, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        sys.exit(f"dvc status failed:\n{result.stdout}\n{result.stderr}")
+    changed = sorted(json.loads(result.stdout or "{}"))
+    if changed:
+        shown = ", ".join(changed[:5]) + (" …" if len(changed) > 5 else "")
+        sys.exit(
+            f"error: the pipeline is not up to date ({len(changed)} stage(s) changed: {shown}); "
+            "a no-op `dvc repro` needs it built. Run `make repro` first, then this benchmark "
+            "again (or `--quick` for a small copy built in a temporary directory)."
+        )
+
+
+def lock_summary(root: Path) -> tuple[int, int, int, int, list[tuple[int, str]]]:
+    """From dvc.lock: stages, dependency/output entries, distinct paths, the files behind those
+    paths, and the five paths with the most files."""
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    files: dict[str, int] = {}
+    entries = 0
+    for stage in lock.get("stages", {}).values():
+        for entry in [*stage.get("deps", []), *stage.get("outs", [])]:
+            entries += 1
+            files[entry["path"]] = int(entry.get("nfiles", 1))
+    largest = sorted(((count, path) for path, count in files.items()), reverse=True)[:5]
+    stages = len(lock.get("stages", {}))
+    return stages, entries, len(files), sum(files.values()), largest
+
+
+def measure(root: Path, repeats: int, env: dict[str, str]) -> dict[str, list[float]]:
+    names = list(MEASURES)
+    for name in names:  # warm-up: page cache, DVC's state database
+        timed(MEASURES[name], root, env)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            elapsed, output = timed(MEASURES[name], root, env)
+            if name == "repro" and "Running stage" in output:
+                sys.exit(f"`dvc repro` ran a stage; the pipeline was not up to date:\n{output}")
+            times[name].append(elapsed)
+    return times
+
+
+def summary(times: list[float]) -> str:
+    if len(times) == 1:
+        return f"{times[0]:.2f} s"
+    return f"{statistics.median(times):.2f} s ({min(times):.2f}–{max(times):.2f})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--quick", action="store_true", help="a small copy (digits) built in a temporary dir"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the --quick copy")
+    args = parser.parse_args()
+    repeats = 1 if args.quick and args.repeats == parser.get_default("repeats") else args.repeats
+
+    env = tool_env()
+    load_before = os.getloadavg()[0]
+    copy = Path(tempfile.mkdtemp(prefix="atelier-bench-noop-")) if args.quick else None
+    try:
+        if copy is not None:
+            started = time.perf_counter()
+            make_quick_copy(copy, env)
+            built_s = time.perf_counter() - started
+            root = copy
+        else:
+            root = PROJECT_ROOT
+            require_up_to_date(root, env)
+        times = measure(root, repeats, env)
+        stages, entries, paths, files, largest = lock_summary(root)
+    finally:
+        if copy is not None and args.keep:
+            print(f"kept {copy}", file=sys.stderr)
+        elif copy is not None:
+            shutil.rmtree(copy, ignore_errors=True)
+
+    dvc_version = run(["dvc", "--version"], PROJECT_ROOT, env).strip()
+    where = (
+        f"a small copy (--quick: the {QUICK_DATASET} dataset and its experiments, built in "
+        f"{built_s:.0f} s, untimed)"
+        if args.quick
+        else "the repository"
+    )
+    print(
+        f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, DVC "
+        f"{dvc_version}; {where}; median of {repeats} run(s) after a warm-up; load average "
+        f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after.\n"
+    )
+    start = statistics.median(times["start"])
+    print("| Measure | Time, median (min–max) | Ratio | Goal | |")
+    print("|---|---:|---:|---:|---|")
+    for name in MEASURES:
+        median = statistics.median(times[name])
+        goal, verdict = "", ""
+        if name == "repro":
+            goal = f"≤ {GOAL_S} s"
+            verdict = "met" if median <= GOAL_S else "**missed**"
+            if args.quick:
+                verdict += " (small copy)"
+        ratio = "1" if name == "start" else f"{median / start:.2f}×"
+        print(f"| {LABELS[name]} | {summary(times[name])} | {ratio} | {goal} | {verdict} |")
+    print(
+        f"\nWhat DVC checks: {stages} stages with {entries} dependencies and outputs in "
+        f"dvc.lock, {paths} distinct paths holding {files} files; the most files: "
+        + ", ".join(f"`{path}` ({count})" for count, path in largest)
+        + "."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,643 @@
+"""The `atelier` command: the pipeline's stages, its checks, the model registry and the flows.
+
+`python -m pipeline <stage> [item]`, what dvc.yaml runs, is the same command under another name.
+It parses `params.yaml` once into the typed `Params`, builds paths, and calls the stage function.
+A user mistake (`AtelierError`) is printed as one message, without a traceback, and the process
+exits with status 2.
+
+What the help lists (experiments, datasets, registry artifacts) is read from `params.yaml` and
+the catalog only when help is shown; TensorFlow is imported only by the stages that train or
+score a Keras model, and Prefect only by `flow` and `deploy`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import functools
+import importlib
+import json
+import sys
+import textwrap
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+from pipeline.core import paths
+from pipeline.core.errors import AtelierError
+from pipeline.core.logs import setup_logging
+
+FLOWS = {
+    "training": (
+        "flows.training",
+        "the DVC pipeline as a Prefect flow, with retries and artifacts",
+    ),
+    "sweep": ("flows.sweep", "a grid of param overrides, each point a DVC experiment"),
+}
+REGISTRY_STAGES = ("staging", "prod")
+CHAMPIONS_DIR = paths.MODELS_DIR / "champions"
+PLOTS_PAGE = Path("dvc_plots") / "index.html"
+HELP_WIDTH = 100
+
+DESCRIPTION = """\
+Train, evaluate and ship the Keras experiments of params.yaml.
+
+The stage commands are what `dvc repro` runs (dvc.yaml calls `python -m pipeline <stage>`, the
+same command): run one by hand to debug it, `make repro` or `dvc repro` to run what changed.
+`%(prog)s <command> --help` says what a command takes and lists what exists."""
+
+EXAMPLES = (
+    ("check", "validate params.yaml"),
+    ("train digits_mlp", "train one experiment (what dvc repro train@digits_mlp runs)"),
+    ("where", "the report, the champions, the plots"),
+    ("diff main", "what changed since main, as Markdown"),
+    ("registry show", "registered versions and their stages"),
+    ("flow training -e digits_mlp", "the pipeline as a Prefect flow"),
+    ("-q train fashion_cnn", "warnings and errors only"),
+)
+
+
+class HelpParser(argparse.ArgumentParser):
+    """An `ArgumentParser` whose epilog is built when its help is shown, not when it is made.
+
+    `epilog_from` (a callable returning text) reads `params.yaml`: a command that is run, not
+    asked for help, never pays for it. Descriptions and epilogs keep their line breaks.
+    """
+
+    def __init__(self, *args, epilog_from: Callable[[], str] | None = None, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.epilog_from = epilog_from
+
+    def format_help(self) -> str:
+        if self.epilog_from is not None:
+            self.epilog = self.epilog_from()
+        return super().format_help()
+
+
+# --- what exists: params.yaml and the catalog ---------------------------------------------------
+
+
+class Listing:
+    """The experiments, datasets, models and registry artifacts that help lists."""
+
+    def __init__(self, params_file: Path) -> None:
+        self.params_file = Path(params_file)
+
+    @functools.cached_property
+    def params(self):
+        """The parsed `Params`, or the message that says why they could not be read."""
+        from pipeline.params import load_params
+
+        try:
+            return load_params(self.params_file)
+        except (AtelierError, OSError, ValueError) as exc:
+            return str(exc)
+
+    def _unreadable(self) -> str | None:
+        if not isinstance(self.params, str):
+            return None
+        reason = self.params.splitlines()[0] if self.params else "unknown error"
+        return (
+            f"{self.params_file} could not be read, so what it defines is not listed here:\n"
+            f"  {reason}\n`atelier check --params {self.params_file}` names every problem."
+        )
+
+    def experiments(self) -> str:
+        if (problem := self._unreadable()) is not None:
+            return problem
+        params = self.params
+        rows = [
+            (name, exp.dataset, _model_summary(exp)) for name, exp in params.experiments.items()
+        ]
+        lines = [f"Experiments ({self.params_file} `experiments`):", *_columns(rows)]
+        lines += _disabled_sets(params)
+        if params.crossval.experiments:
+            lines += _wrapped(
+                f"K-fold (--fold 0..{params.split.folds - 1}, crossval.experiments): "
+                + ", ".join(params.crossval.experiments)
+            )
+        return "\n".join(lines)
+
+    def datasets(self) -> str:
+        from pipeline.data.catalog import CATALOG
+
+        if (problem := self._unreadable()) is not None:
+            return f"Datasets in the catalog: {', '.join(CATALOG)}.\n{problem}"
+        enabled = list(self.params.data.datasets)
+        rows = [(name, CATALOG[name].kind, CATALOG[name].task) for name in enabled]
+        lines = [f"Datasets ({self.params_file} `data.datasets`):", *_columns(rows)]
+        others = [name for name in CATALOG if name not in enabled]
+        if others:
+            lines += _wrapped(
+                f"In the catalog (pipeline/data/catalog.py), not enabled: {', '.join(others)}"
+                " (add to data.datasets)"
+            )
+        return "\n".join(lines)
+
+    def models(self) -> str:
+        from pipeline.params import MODEL_NAMES
+
+        return "\n".join(_wrapped(f"Models (an experiment's model.name): {', '.join(MODEL_NAMES)}"))
+
+    def artifacts(self) -> str:
+        if (problem := self._unreadable()) is not None:
+            return problem
+        registry = self.params.registry
+        rows = [
+            (registry.artifact_name(name), name, registry.for_dataset(name).metric)
+            for name in self.params.data.datasets
+        ]
+        return "\n".join(
+            ["Registry artifacts (artifact, dataset, the metric that picks its champion):"]
+            + _columns(rows)
+            + [f"Stages: {', '.join(REGISTRY_STAGES)}"]
+        )
+
+    def summary(self, prog: str | None = None) -> str:
+        """Everything that exists; with `prog`, the examples too."""
+        if isinstance(self.params, str):
+            sections = [self.datasets(), self.models()]
+        else:
+            sections = [self.experiments(), self.datasets(), self.models(), self.artifacts()]
+        if prog is not None:
+            sections.append(
+                "Examples:\n"
+                + "\n".join(_columns([(f"{prog} {cmd}", what) for cmd, what in EXAMPLES]))
+            )
+        return "\n\n".join(sections)
+
+
+def _model_summary(experiment) -> str:
+    if not experiment.is_keras:
+        return f"{experiment.model.name} (scikit-learn)"
+    epochs = f"{experiment.epochs} epoch{'s' if experiment.epochs > 1 else ''}"
+    return f"{experiment.model.name}, {epochs}, batch {experiment.batch_size}"
+
+
+def _disabled_sets(params) -> list[str]:
+    off = {
+        name: [exp for exp in members if exp not in params.experiments]
+        for name, members in params.experiment_sets.items()
+    }
+    off = {name: members for name, members in off.items() if members}
+    if not off:
+        return []
+    return _wrapped(
+        "Experiment sets not enabled (add `*<set>` to experiments' `<<` list): "
+        + "; ".join(f"{name} ({', '.join(members)})" for name, members in off.items())
+    )
+
+
+def _wrapped(text: str) -> list[str]:
+    """A long line of a listing, wrapped; help keeps the listings' own line breaks."""
+    return textwrap.wrap(text, width=HELP_WIDTH, subsequent_indent="  ", break_on_hyphens=False)
+
+
+def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+    if not rows:
+        return ["  (none)"]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "  "
+        + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        + "  "
+        + row[-1]
+        for row in rows
+    ]
+
+
+# --- the parser ----------------------------------------------------------------------------------
+
+
+def build_parser(prog: str, listing: Listing) -> HelpParser:
+    """The whole command line; help text that lists things reads them through `listing`."""
+    parser = HelpParser(
+        prog=prog, description=DESCRIPTION, epilog_from=lambda: listing.summary(prog)
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _add_common_options(parser, default=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    _add_stage_parsers(sub, listing)
+    _add_tool_parsers(sub, listing)
+    _add_registry_parser(sub, listing)
+    _add_flow_parsers(sub)
+    for name, subparser in sub.choices.items():
+        if name not in ("flow", "deploy"):
+            _add_common_options(subparser, default=False)
+    return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("atelier")
+    except metadata.PackageNotFoundError:
+        return "(not installed: pip install -e .)"
+
+
+def _add_common_options(parser: argparse.ArgumentParser, *, default: bool) -> None:
+    """`--params`, `-v`, `-q`: before the command, or after it (`atelier check --params F`)."""
+
+    def given(value):
+        return value if default else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=given(paths.PARAMS_FILE),
+        metavar="FILE",
+        help="the params file to read (default: params.yaml in the current directory)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=given(0), help="more log lines (debug)"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="count", default=given(0), help="warnings and errors only"
+    )
+
+
+def _add_stage_parsers(sub, listing: Listing) -> None:
+    dataset_help = "a dataset of params.yaml data.datasets (listed below)"
+    for stage, what in (
+        ("download", "fetch a dataset's files into data/raw/<dataset>/, each one verified"),
+        ("preprocess", "decode a dataset into arrays in data/prepared/<dataset>/"),
+        ("split", "split off validation rows (and K folds) into data/split/<dataset>/"),
+    ):
+        stage_parser = sub.add_parser(
+            stage, help=what, description=what, epilog_from=listing.datasets
+        )
+        stage_parser.add_argument("dataset", help=dataset_help)
+    experiment_help = "an experiment of params.yaml `experiments` (listed below)"
+    train = sub.add_parser(
+        "train",
+        help="train one experiment into models/<experiment>/",
+        description="Train one experiment; its best epoch goes to models/<experiment>/.\n"
+        "On a terminal Keras draws its progress bar; elsewhere (DVC, Prefect, CI) each epoch\n"
+        "logs a line, and a long epoch one every ~10 % of its batches with the time left.",
+        epilog_from=lambda: listing.experiments() + "\n\n" + listing.models(),
+    )
+    train.add_argument("experiment", help=experiment_help)
+    train.add_argument(
+        "--fold",
+        type=int,
+        metavar="K",
+        help="train on every fold but K and validate on fold K, into models/folds/ "
+        "(split.folds; for crossval.experiments)",
+    )
+    crossval = sub.add_parser(
+        "crossval",
+        help="aggregate the fold models of one experiment (crossval.experiments)",
+        epilog_from=listing.experiments,
+    )
+    crossval.add_argument("experiment", help="an experiment of crossval.experiments")
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="score one experiment on the test set into metrics/ and plots/",
+        epilog_from=listing.experiments,
+    )
+    evaluate.add_argument("experiment", help=experiment_help)
+    sub.add_parser("report", help="write reports/report.md across all experiments")
+    select = sub.add_parser(
+        "select",
+        help="copy a dataset's best experiment to models/champions/<dataset>/",
+        epilog_from=listing.datasets,
+    )
+    select.add_argument("dataset", help=dataset_help)
+
+
+def _add_tool_parsers(sub, listing: Listing) -> None:
+    sub.add_parser(
+        "check",
+        help="validate params.yaml and exit (make repro runs it before dvc repro)",
+        epilog_from=listing.summary,
+    )
+    diff = sub.add_parser("diff", help="Markdown of param and metric changes since a git revision")
+    diff.add_argument(
+        "base_rev", metavar="base-rev", help="git revision to compare with (e.g. main)"
+    )
+    diff.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    diff.add_argument("--plots-url", help="link to the rendered `dvc plots diff` (e.g. a CI run)")
+    sub.add_parser(
+        "where",
+        help="where to look after a run: the report, the champions, the plots",
+        description="Print where the last run's results are (make repro ends with this).",
+    )
+
+
+def _add_registry_parser(sub, listing: Listing) -> None:
+    """`registry register|promote|release|rollback|show|get`: see pipeline/registry/.
+
+    Every subcommand that reads a version's files checks them against dvc.lock first.
+    """
+    registry = sub.add_parser(
+        "registry",
+        help="version, promote and fetch champions (GTO)",
+        epilog_from=listing.artifacts,
+    )
+    commands = registry.add_subparsers(
+        dest="registry_command", required=True, metavar="<registry command>"
+    )
+
+    def command(name: str, what: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=what, description=what, epilog_from=listing.artifacts)
+
+    artifact = "a registry artifact (listed below)"
+    command("register", "register the champion at HEAD").add_argument("artifact", help=artifact)
+    promote = command("promote", "assign a stage if the rules pass")
+    promote.add_argument("artifact", help=artifact)
+    promote.add_argument(
+        "--to", required=True, choices=REGISTRY_STAGES, dest="stage", help="the stage to assign"
+    )
+    promote.add_argument("--version", help="default: the latest version")
+    promote.add_argument("--force", action="store_true", help="promote despite failed rules")
+    release = command("release", "register, then promote as far as rules allow")
+    release.add_argument("artifact", help=artifact)
+    rollback = command("rollback", "give a stage back to its previous holder")
+    rollback.add_argument("artifact", help=artifact)
+    rollback.add_argument(
+        "--stage", required=True, choices=REGISTRY_STAGES, help="the stage to give back"
+    )
+    show = command("show", "versions, stages and verified metrics (a tampered version is marked)")
+    show.add_argument("artifact", nargs="?", help=f"{artifact}; default: every artifact")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    get = command("get", "write a version's model file and card.json")
+    get.add_argument("artifact", help=artifact)
+    which = get.add_mutually_exclusive_group(required=True)
+    which.add_argument("--stage", choices=REGISTRY_STAGES, help="the version holding this stage")
+    which.add_argument("--version", help="this version (e.g. v0.2.0)")
+    get.add_argument("-o", "--output", type=Path, required=True, help="directory to write to")
+
+
+def _add_flow_parsers(sub) -> None:
+    """`flow training|sweep ARGS` and `deploy ARGS`: ARGS go to the flow's own command line.
+
+    Their parsers take every argument as it is (`prefix_chars="+"` leaves `-e x` unparsed), so
+    the flow's own `--help` answers; Prefect is imported only then.
+    """
+    flow = sub.add_parser(
+        "flow",
+        help="run a Prefect flow: training or sweep (`flow training --help`)",
+        description="Run a Prefect flow locally (Prefect starts a temporary server when "
+        "PREFECT_API_URL is not set).",
+    )
+    flows = flow.add_subparsers(dest="flow", required=True, metavar="<flow>")
+    for name, (_, what) in FLOWS.items():
+        flow_parser = flows.add_parser(name, help=what, add_help=False, prefix_chars="+")
+        flow_parser.add_argument("args", nargs=argparse.REMAINDER, help=f"see `flow {name} --help`")
+    deploy = sub.add_parser(
+        "deploy",
+        help="deploy prefect.yaml's deployments after checking their work pools",
+        add_help=False,
+        prefix_chars="+",
+    )
+    deploy.add_argument("args", nargs=argparse.REMAINDER, help="see `deploy --help`")
+
+
+# --- running a command ---------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None, *, prog: str = "atelier") -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(prog, Listing(_params_file(argv)))
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    try:
+        if args.command in ("flow", "deploy"):
+            return _run_flow(args, prog)
+        if args.command == "where":
+            print(where())
+            return 0
+        return _run(args)
+    except AtelierError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _params_file(argv: list[str]) -> Path:
+    """The `--params` of `argv`, read before parsing so that help lists what that file says."""
+    for index, arg in enumerate(argv):
+        if arg in ("flow", "deploy"):
+            break
+        if arg == "--params" and index + 1 < len(argv):
+            return Path(argv[index + 1])
+        if arg.startswith("--params="):
+            return Path(arg.partition("=")[2])
+    return paths.PARAMS_FILE
+
+
+def _run_flow(args: argparse.Namespace, prog: str) -> int:
+    """Hand the arguments to `flows.<name>.main`; `-v`/`-q` given before `flow` go along."""
+    module, command = (
+        (FLOWS[args.flow][0], f"flow {args.flow}")
+        if args.command == "flow"
+        else ("flows.deploy", "deploy")
+    )
+    forwarded = ["-v"] * args.verbose + ["-q"] * args.quiet if args.command == "flow" else []
+    flow_main = importlib.import_module(module).main
+    return flow_main([*forwarded, *args.args], prog=f"{prog} {command}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.params import load_params
+
+    params = load_params(args.params)
+    if args.command == "check":
+        print(f"{args.params}: OK ({len(params.experiments)} experiments)")
+        return 0
+    if getattr(args, "experiment", None) is not None:
+        require_experiment(params, args.experiment)
+    return STAGE_HANDLERS[args.command](args, params) or 0
+
+
+def require_experiment(params, name: str) -> None:
+    """Refuse an experiment that `params` does not define, listing those it does."""
+    if name in params.experiments:
+        return
+    defined = sorted(params.experiments)
+    close = difflib.get_close_matches(name, defined, n=1)
+    sets = [key for key, members in params.experiment_sets.items() if name in members]
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    if sets:
+        hint += (
+            f"; {name!r} is in experiment set {sets[0]!r}, which is not enabled: add "
+            f"`*{sets[0]}` to experiments' `<<` list and its dataset to data.datasets"
+        )
+    raise AtelierError(
+        f"Unknown experiment {name!r}: params.yaml defines {', '.join(defined) or 'none'}"
+        f"{hint}. Add it under `experiments:` or pick one of those."
+    )
+
+
+def _enabled_dataset(params, name: str):
+    from pipeline.data.catalog import get_dataset
+
+    spec = get_dataset(name)
+    if spec.name not in params.data.datasets:
+        raise AtelierError(
+            f"Dataset {spec.name!r} is not in params.yaml data.datasets "
+            f"{params.data.datasets}; add it there first."
+        )
+    return spec
+
+
+def _download(args, params) -> None:
+    from pipeline.stages.download import DownloadSettings, download
+
+    spec = _enabled_dataset(params, args.dataset)
+    settings = DownloadSettings(
+        mirrors=tuple(params.data.mirrors),
+        timeout_s=params.data.timeout_s,
+        retries=params.data.retries,
+    )
+    download(spec, paths.raw_dir(spec.name), settings)
+
+
+def _preprocess(args, params) -> None:
+    from pipeline.stages.preprocess import PreprocessSettings, preprocess
+
+    spec = _enabled_dataset(params, args.dataset)
+    settings = PreprocessSettings(seed=params.base.seed, test_fraction=params.data.test_fraction)
+    preprocess(
+        spec,
+        raw_dir=paths.raw_dir(spec.name),
+        out_dir=paths.prepared_dir(spec.name),
+        settings=settings,
+    )
+
+
+def _split(args, params) -> None:
+    from pipeline.stages.split import SplitSettings, split
+
+    spec = _enabled_dataset(params, args.dataset)
+    settings = SplitSettings(
+        val_fraction=params.split.val_fraction, folds=params.split.folds, seed=params.base.seed
+    )
+    split(
+        prepared_dir=paths.prepared_dir(spec.name),
+        out_dir=paths.split_dir(spec.name),
+        settings=settings,
+    )
+
+
+def _train(args, params) -> None:
+    from pipeline.stages.train import train_experiment
+
+    train_experiment(params, args.experiment, root=Path("."), fold=args.fold)
+
+
+def _crossval(args, params) -> None:
+    from pipeline.stages.crossval import crossval_experiment
+
+    crossval_experiment(params, args.experiment, root=Path("."))
+
+
+def _evaluate(args, params) -> None:
+    from pipeline.stages.evaluate import evaluate_experiment
+
+    evaluate_experiment(params, args.experiment, root=Path("."))
+
+
+def _report(args, params) -> None:
+    from pipeline.stages.report import build_report
+
+    build_report(params, root=Path("."))
+
+
+def _diff(args, params) -> None:
+    from pipeline.stages.diff import write_diff
+
+    write_diff(
+        args.base_rev,
+        root=Path("."),
+        output=args.output,
+        plots_url=args.plots_url,
+        experiments=list(params.experiments),
+    )
+
+
+def _select(args, params) -> None:
+    from pipeline.data.catalog import get_dataset
+    from pipeline.stages.select import select
+
+    spec = get_dataset(args.dataset)
+    select(params, spec.name, root=Path("."))
+
+
+def _registry(args: argparse.Namespace, params) -> int:
+    from pipeline import registry as reg
+
+    registry = reg.Registry(Path("."), params)
+    command = args.registry_command
+    if command == "register":
+        version = registry.register(args.artifact)
+        print(f"Registered {version.artifact} {version.version} at {version.commit[:7]}")
+    elif command == "promote":
+        # A refusal is a PromotionRefused whose message lists every rule with its figure.
+        promotion = registry.promote(
+            args.artifact, args.stage, version=args.version, force=args.force
+        )
+        print(reg.format_promotion(promotion))
+    elif command == "release":
+        print(reg.format_release(registry.release(args.artifact)))
+    elif command == "rollback":
+        done = registry.rollback(args.artifact, args.stage)
+        print(f"{done.artifact} {done.stage}: {done.from_version} -> {done.to_version}")
+    elif command == "show":
+        state = registry.show(args.artifact)
+        print(json.dumps(state, indent=2) if args.json else reg.format_show(state))
+    elif command == "get":
+        path = registry.get(args.artifact, args.output, stage=args.stage, version=args.version)
+        print(path)
+    return 0
+
+
+STAGE_HANDLERS: dict[str, Callable[[argparse.Namespace, object], int | None]] = {
+    "download": _download,
+    "preprocess": _preprocess,
+    "split": _split,
+    "train": _train,
+    "crossval": _crossval,
+    "evaluate": _evaluate,
+    "report": _report,
+    "diff": _diff,
+    "select": _select,
+    "registry": _registry,
+}
+
+
+# --- after a run ----------------------------------------------------------------------------------
+
+
+def where(root: Path = Path(".")) -> str:
+    """Where a finished run left what a person reads: the report, the champions, the plots."""
+    report = paths.REPORTS_DIR / "report.md"
+    lines = [
+        f"Report:     {report}"
+        if (root / report).is_file()
+        else f"Report:     none yet ({report}: `dvc repro report` writes it)"
+    ]
+    cards = sorted((root / CHAMPIONS_DIR).glob("*/card.json"))
+    lines.append(f"Champions:  {CHAMPIONS_DIR}/<dataset>/ (model file and card.json)")
+    for card_path in cards:
+        card = _read_card(card_path)
+        lines.append(
+            f"  {card_path.parent.name:<16} {card.get('experiment', '?'):<24} "
+            f"{card.get('metric', '?')} {_figure(card.get('value'))}"
+        )
+    if not cards:
+        lines.append("  none yet (`dvc repro` runs select@<dataset> after evaluate)")
+    page = "(already there)" if (root / PLOTS_PAGE).is_file() else "(open it in a browser)"
+    lines.append(f"Plots:      `dvc plots show` writes {PLOTS_PAGE} {page}")
+    lines.append("Registry:   `atelier registry release <artifact>`; `atelier registry show`")
+    return "\n".join(lines)
+
+
+def _read_card(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _figure(value) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "?"

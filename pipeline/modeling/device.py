@@ -1,0 +1,48 @@
+"""Where and how a Keras training runs: device, memory growth, precision and seeding.
+
+TensorFlow and Keras are imported inside the functions, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from pipeline.params import RuntimeParams
+
+
+def configure_device(runtime: RuntimeParams) -> dict:
+    """Pick the device, memory growth and precision; return what was chosen, for the record.
+
+    Mixed precision (`mixed_float16`) is on with `runtime.mixed_precision: on`, or with `auto`
+    when a visible GPU has tensor cores (compute capability 7.0 or later).
+    """
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        with contextlib.suppress(RuntimeError):  # already initialised in this process
+            tf.config.experimental.set_memory_growth(gpu, True)
+    tensor_cores = False
+    names = []
+    for gpu in gpus:
+        details = tf.config.experimental.get_device_details(gpu)
+        names.append(details.get("device_name", gpu.name))
+        capability = details.get("compute_capability") or (0, 0)
+        tensor_cores = tensor_cores or tuple(capability) >= (7, 0)
+    mixed = runtime.mixed_precision == "on" or (
+        runtime.mixed_precision == "auto" and bool(gpus) and tensor_cores
+    )
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    device = f"gpu x{len(gpus)} ({', '.join(names)})" if gpus else "cpu"
+    return {"device": device, "gpus": len(gpus), "mixed_precision": mixed}
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy and the backend; with `deterministic`, also TensorFlow's op order."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()

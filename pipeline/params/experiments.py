@@ -1,0 +1,162 @@
+"""One experiment: its dataset, its model (one settings class per builder) and how it trains."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from pipeline.data.catalog import CATALOG
+from pipeline.params.common import (
+    Activation,
+    DropoutRate,
+    InputScaling,
+    PositiveInt,
+    StrictModel,
+    check_dataset_name,
+)
+
+# --- models -------------------------------------------------------------------------------------
+
+
+class DenseStack(StrictModel):
+    """Models with hidden Dense layers: `units` per layer and an optional dropout rate after each
+    (the subclasses declare the fields, so that each lists its keys in its own order)."""
+
+    @model_validator(mode="after")
+    def _dropout_matches_units(self) -> DenseStack:
+        if self.dropout is not None and len(self.dropout) != len(self.units):
+            raise ValueError(
+                f"dropout has {len(self.dropout)} rates for {len(self.units)} hidden layers "
+                f"(units {self.units}): give one rate per layer, 0.0 for none"
+            )
+        return self
+
+
+class SoftmaxRegressionParams(StrictModel):
+    name: Literal["softmax_regression"]
+    input_scaling: InputScaling = "rescale"
+
+
+class MLPParams(DenseStack):
+    name: Literal["mlp"]
+    units: Annotated[list[PositiveInt], Field(min_length=1)]
+    activation: Activation = "relu"
+    dropout: list[DropoutRate] | None = Field(
+        None, description="Dropout rate after each hidden layer (same length as units)."
+    )
+    input_scaling: InputScaling = "rescale"
+
+
+class CNNParams(StrictModel):
+    name: Literal["cnn"]
+    filters: Annotated[list[PositiveInt], Field(min_length=1)] = [32, 64]
+    kernel_size: PositiveInt = 3
+    pool_size: PositiveInt = 2
+    conv_dropout: DropoutRate = 0.25
+    dense_units: PositiveInt = 128
+    dense_dropout: DropoutRate = 0.5
+    activation: Activation = "relu"
+    input_scaling: InputScaling = "rescale"
+
+
+class RegressorParams(DenseStack):
+    """Seed 004's regression network: Dense(64) → Dense(32) → Dense(1) on z-scored features."""
+
+    name: Literal["regressor"]
+    units: Annotated[list[PositiveInt], Field(min_length=1)] = [64, 32]
+    activation: Activation = "relu"
+    dropout: list[DropoutRate] | None = Field(
+        None, description="Dropout rate after each hidden layer (same length as units)."
+    )
+
+
+class MultilabelMLPParams(DenseStack):
+    """Seed 004's apparel network: Flatten → Dense(128) → Dense(64) → Dense(labels, sigmoid)."""
+
+    name: Literal["multilabel_mlp"]
+    units: Annotated[list[PositiveInt], Field(min_length=1)] = [128, 64]
+    activation: Activation = "relu"
+    dropout: list[DropoutRate] | None = Field(
+        None, description="Dropout rate after each hidden layer (same length as units)."
+    )
+
+
+class SGDLogisticParams(StrictModel):
+    name: Literal["sgd_logistic"]
+    max_iter: PositiveInt = 5
+    alpha: Annotated[float, Field(gt=0)] = 1e-4
+    cv_folds: Annotated[int, Field(ge=2, le=20)] = 5
+
+
+ModelParams = Annotated[
+    Union[  # noqa: UP007
+        SoftmaxRegressionParams,
+        MLPParams,
+        CNNParams,
+        RegressorParams,
+        MultilabelMLPParams,
+        SGDLogisticParams,
+    ],
+    Field(discriminator="name"),
+]
+MODEL_NAMES = ("softmax_regression", "mlp", "cnn", "regressor", "multilabel_mlp", "sgd_logistic")
+
+# What each task can learn with, and the metric Keras tracks for it besides the loss.
+TASK_MODELS = {
+    "classification": ("softmax_regression", "mlp", "cnn", "sgd_logistic"),
+    "regression": ("regressor",),
+    "multilabel": ("multilabel_mlp", "cnn"),  # cnn with a sigmoid head
+}
+TASK_METRIC = {"classification": "accuracy", "regression": "mae", "multilabel": "binary_accuracy"}
+
+
+# --- experiments --------------------------------------------------------------------------------
+
+
+class Experiment(StrictModel):
+    dataset: str
+    model: ModelParams
+    optimizer: Literal["sgd", "rmsprop", "adam"] = "adam"
+    learning_rate: Annotated[float, Field(gt=0, le=10)] = 1e-3
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 32
+    patience: PositiveInt | None = Field(
+        None, description="Early-stopping patience in epochs; null trains every epoch."
+    )
+    monitor: Literal["val_loss", "val_accuracy", "val_mae", "val_binary_accuracy"] = Field(
+        "val_loss",
+        description="Picks the best epoch: val_loss, or the task's metric (val_accuracy for "
+        "classification, val_mae for regression, val_binary_accuracy for multi-label).",
+    )
+    threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        0.5, description="Multi-label: a label is predicted when its probability exceeds this."
+    )
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        return check_dataset_name(name)
+
+    @model_validator(mode="after")
+    def _model_and_monitor_fit_the_task(self) -> Experiment:
+        task = self.task
+        if self.model.name not in TASK_MODELS[task]:
+            raise ValueError(
+                f"model {self.model.name!r} does not fit dataset {self.dataset!r}, a {task} "
+                f"set; models for {task}: {', '.join(TASK_MODELS[task])}"
+            )
+        allowed = ("val_loss", f"val_{TASK_METRIC[task]}")
+        if self.monitor not in allowed:
+            raise ValueError(
+                f"monitor {self.monitor!r} is not a {task} metric; use one of {', '.join(allowed)}"
+            )
+        return self
+
+    @property
+    def task(self) -> str:
+        return CATALOG[self.dataset].task
+
+    @property
+    def is_keras(self) -> bool:
+        return self.model.name != "sgd_logistic"

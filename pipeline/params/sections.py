@@ -1,0 +1,55 @@
+"""The sections of `params.yaml` that hold plain settings: `base`, `data`, `split`, `runtime`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from pipeline.params.common import Fraction, StrictModel, check_dataset_name
+
+
+class BaseParams(StrictModel):
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 42
+
+
+class DataParams(StrictModel):
+    datasets: Annotated[list[str], Field(min_length=1)]
+    mirrors: list[str] = Field(
+        default_factory=list,
+        description="Extra local directories searched before the catalog's own sources.",
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 3
+    test_fraction: Fraction = Field(
+        0.2, description="Share held out as the test set for datasets that publish none."
+    )
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_and_unique(cls, names: list[str]) -> list[str]:
+        for name in names:
+            check_dataset_name(name)
+        if len(set(names)) != len(names):
+            raise ValueError(f"lists a dataset twice: {names}")
+        return names
+
+
+class SplitParams(StrictModel):
+    val_fraction: Fraction = 0.2
+    folds: Annotated[int, Field(ge=0, le=20)] = 0
+
+    @field_validator("folds")
+    @classmethod
+    def _zero_or_at_least_two(cls, folds: int) -> int:
+        if folds == 1:
+            raise ValueError("must be 0 (no folds) or at least 2")
+        return folds
+
+
+class RuntimeParams(StrictModel):
+    """How training runs, not what it learns: changing these never changes the experiment."""
+
+    mixed_precision: Literal["auto", "on", "off"] = "auto"
+    steps_per_execution: Annotated[int, Field(ge=1, le=1000)] = 32
+    deterministic: bool = True

@@ -1,0 +1,58 @@
+"""What every task kind shares: metric keys of class names, a run's facts, the test set on disk."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pipeline.core import paths
+from pipeline.core.errors import AtelierError, DataError
+from pipeline.core.io import read_json
+
+
+def class_slug(name: str) -> str:
+    """`T-shirt/top` → `t_shirt_top`: a metric-key-safe form of a class name."""
+    return re.sub(r"[^a-z0-9]", "_", name.lower())
+
+
+def run_facts(experiment, train: dict) -> dict:
+    """What every experiment's metrics file says about its run, from its `train.json`."""
+    return {
+        "best_epoch": int(train["best_epoch"]),
+        "epochs_run": int(train["epochs_run"]),
+        "train_time_s": float(train["train_time_s"]),
+        "params_count": int(train["params_count"]),
+        "device": str(train["device"]),
+        "model": experiment.model.name,
+        "dataset": experiment.dataset,
+        "task": experiment.task,
+    }
+
+
+def prepared_test_set(dataset: str, root: Path) -> tuple[Path, dict]:
+    """The prepared directory of `dataset` and its meta, once its test arrays are known to exist."""
+    prepared = paths.prepared_dir(dataset, root)
+    needed = [prepared / name for name in ("x_test.npy", "y_test.npy", "meta.json")]
+    missing = [str(path) for path in needed if not path.is_file()]
+    if missing:
+        raise DataError(
+            f"The test set of {dataset!r} is missing ({', '.join(missing)}): run "
+            f"`dvc repro preprocess@{dataset}` first."
+        )
+    return prepared, read_json(prepared / "meta.json")
+
+
+def per_class_metrics(names, precision, recall, f1, *, what: str) -> dict:
+    """`precision_<slug>`, `recall_<slug>`, `f1_<slug>` per class (or label) name."""
+    slugs = [class_slug(name) for name in names]
+    if len(set(slugs)) != len(slugs):
+        raise AtelierError(
+            f"{what} names {tuple(names)} give duplicate metric keys {slugs}: make them differ "
+            "in letters or digits, not only in punctuation or case."
+        )
+    metrics = {}
+    for index, slug in enumerate(slugs):
+        metrics[f"precision_{slug}"] = precision[index]
+        metrics[f"recall_{slug}"] = recall[index]
+        metrics[f"f1_{slug}"] = f1[index]
+    return metrics
