@@ -98,9 +98,12 @@ class Listing:
         if not isinstance(self.params, str):
             return None
         reason = self.params.splitlines()[0] if self.params else "unknown error"
+        check = "atelier check"
+        if self.params_file != paths.PARAMS_FILE:
+            check += f" --params {self.params_file}"
         return (
             f"{self.params_file} could not be read, so what it defines is not listed here:\n"
-            f"  {reason}\n`atelier check --params {self.params_file}` names every problem."
+            f"  {reason}\n`{check}` names every problem."
         )
 
     def experiments(self) -> str:
@@ -458,13 +461,15 @@ def require_experiment(params, name: str) -> None:
     sets = [key for key, members in params.experiment_sets.items() if name in members]
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     if sets:
-        hint += (
-            f"; {name!r} is in experiment set {sets[0]!r}, which is not enabled: add "
-            f"`*{sets[0]}` to experiments' `<<` list and its dataset to data.datasets"
+        fix = (
+            f"{name!r} is in experiment set {sets[0]!r}, which is not enabled: add "
+            f"`*{sets[0]}` to experiments' `<<` list and its dataset to data.datasets."
         )
+    else:
+        fix = "Add it under `experiments:` or pick one of those."
     raise AtelierError(
         f"Unknown experiment {name!r}: params.yaml defines {', '.join(defined) or 'none'}"
-        f"{hint}. Add it under `experiments:` or pick one of those."
+        f"{hint}. {fix}"
     )
 
 

@@ -3,8 +3,9 @@
 One rule, used by early stopping and the best checkpoint (`mode`), the report's leaderboard and
 the flows' (`sort_key`), the metric diff (`direction`) and the registry's rules (`lower_is_better`):
 
-- *lower is better* for losses, errors and spreads: a name that contains `loss` or ends in
-  `error`, `mae`, `mse`, `rmse`, `_std`, and the training time;
+- *lower is better* for losses, errors and spreads: a name that contains `loss`, has `error`,
+  `mae`, `mse` or `rmse` as a word (`test_mae`, `test_mae_mean`), ends in `error` or `_std`,
+  and the training time;
 - *neutral* (no direction; a diff shows the change without judging it) for counts and settings:
   parameter count, epochs, the best epoch, the multi-label threshold, the number of folds, a
   fold's row count;
@@ -17,11 +18,11 @@ from typing import Literal
 
 Direction = Literal["higher", "lower", "neutral"]
 
-ROUND_DIGITS = (
-    6  # metrics files are rounded so that re-runs and diffs are not noisy in the last bits
-)
+# Metrics files are rounded so that re-runs and diffs are not noisy in the last bits.
+ROUND_DIGITS = 6
 
-LOWER_SUFFIXES = ("error", "mae", "mse", "rmse", "_std")
+LOWER_WORDS = {"error", "mae", "mse", "rmse"}  # anywhere in the name: `test_mae_mean` too
+LOWER_SUFFIXES = ("error", "_std")
 LOWER_NAMES = ("train_time_s",)
 NEUTRAL_NAMES = ("params_count", "epochs_run", "best_epoch", "threshold", "folds", "n_train")
 NEUTRAL_SUFFIXES = ("_best_epoch", "_n_train", "_epochs_run")
@@ -32,7 +33,8 @@ def direction(name: str) -> Direction:
     key = name.lower()
     if key in NEUTRAL_NAMES or key.endswith(NEUTRAL_SUFFIXES):
         return "neutral"
-    if "loss" in key or key.endswith(LOWER_SUFFIXES) or key in LOWER_NAMES:
+    words = set(key.split("_"))
+    if "loss" in key or words & LOWER_WORDS or key.endswith(LOWER_SUFFIXES) or key in LOWER_NAMES:
         return "lower"
     return "higher"
 

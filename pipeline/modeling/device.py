@@ -1,4 +1,4 @@
-"""Where and how a Keras training runs: device, memory growth, precision and seeding.
+"""Where and how a Keras training runs: device, memory growth, precision, seeding, versions.
 
 TensorFlow and Keras are imported inside the functions, so importing this module stays cheap.
 """
@@ -46,3 +46,17 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+
+
+def library_versions(*, keras_too: bool) -> dict:
+    """scikit-learn's version, and TensorFlow's and Keras' with `keras_too`, for the record."""
+    from importlib import metadata
+
+    # From the package metadata: importing scikit-learn would cost the Keras path a second.
+    versions = {"sklearn_version": metadata.version("scikit-learn")}
+    if keras_too:
+        import keras
+        import tensorflow as tf
+
+        versions |= {"tensorflow_version": tf.__version__, "keras_version": keras.__version__}
+    return versions

@@ -39,7 +39,6 @@ from pipeline.params.experiments import (
 from pipeline.params.loading import load_params, parse_params
 from pipeline.params.registry import (
     ARTIFACT_NAME_PATTERN,
-    LOWER_IS_BETTER_SUFFIXES,
     RegistryParams,
     RegistryStage,
     TaskRegistryParams,
@@ -50,7 +49,6 @@ from pipeline.params.sections import BaseParams, DataParams, RuntimeParams, Spli
 __all__ = [
     "ARTIFACT_NAME_PATTERN",
     "EXPERIMENT_NAME_PATTERN",
-    "LOWER_IS_BETTER_SUFFIXES",
     "MODEL_NAMES",
     "TASK_METRIC",
     "TASK_MODELS",

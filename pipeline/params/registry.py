@@ -17,9 +17,6 @@ from pipeline.params.common import StrictModel, check_dataset_name
 # GTO's and DVC's rule for artifact names (lower case, digits, dashes).
 ARTIFACT_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 RegistryStage = Literal["staging", "prod"]
-# The former name-suffix rule, still imported by modules not yet on `pipeline.core.metrics`;
-# nothing in the schema uses it.
-LOWER_IS_BETTER_SUFFIXES = ("loss", "error", "mae", "mse", "rmse")
 
 
 class TaskRegistryParams(StrictModel):

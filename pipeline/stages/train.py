@@ -13,14 +13,9 @@ K-fold (`train_fold@<experiment>-<k>`, `--fold k`): the same experiment trained 
 the training set but fold k and validated on fold k; its outputs go to
 `models/folds/<experiment>-fold<k>/` and `live/<experiment>-fold<k>/`.
 
-Resuming (`pipeline/modeling/resume.py`): while training, state lives in
-`checkpoints/<experiment>/` — Keras' `BackupAndRestore` backup, the best checkpoint so far (written
-to a temporary name, then renamed) with its monitored value, the history and DVCLive's files. A
-run killed mid-way and started again resumes after its last finished epoch if it is the same run
-(params, data and code), and the carried-over best value means a worse epoch never replaces the
-best checkpoint (keras#17012); any other state is discarded. An OS lock on
-`checkpoints/<experiment>/lock` lets one process at a time train a run. The state is removed when
-a run finishes.
+Resuming (`pipeline/modeling/resume.py`): while a run trains, its state is in
+`checkpoints/<experiment>/`, locked by that one process; a killed run started again resumes after
+its last finished epoch if its params, data and code are the same, else starts afresh.
 """
 
 from __future__ import annotations
@@ -38,8 +33,8 @@ from pipeline.core import paths
 from pipeline.core.errors import AtelierError, DataError
 from pipeline.core.io import atomic_dir, atomic_write_json, read_json
 from pipeline.core.metrics import mode
-from pipeline.modeling.device import configure_device, seed_everything
-from pipeline.modeling.inputs import make_datasets
+from pipeline.modeling.device import configure_device, library_versions, seed_everything
+from pipeline.modeling.inputs import input_spec, make_datasets
 from pipeline.modeling.resume import ResumeState, RunLock, fingerprint
 from pipeline.params import TASK_METRIC, Experiment, Params, RuntimeParams
 
@@ -196,7 +191,7 @@ def _train_sgd(
         "train_time_s": round(elapsed, 3),
         "params_count": predictor.count_params,
         "device": "cpu (scikit-learn)",
-        **_versions(keras_too=False),
+        **library_versions(keras_too=False),
     }
     with atomic_dir(out_dir) as staging:
         predictor.save(staging / "model.npz")
@@ -267,7 +262,7 @@ def train_keras(
     _fit(model, experiment, data, state, resuming=resuming, seed=seed)
 
     summary = _summary(experiment, data, model, state, name=name, fold=fold)
-    summary |= {"resumed": resuming, **device, **_versions(keras_too=True)}
+    summary |= {"resumed": resuming, **device, **library_versions(keras_too=True)}
     with atomic_dir(out_dir) as staging:
         shutil.copyfile(state.best_model_path, staging / "best.keras")
         shutil.copyfile(state.history_path, staging / "history.csv")
@@ -275,49 +270,16 @@ def train_keras(
     with atomic_dir(live_dir) as staging:
         shutil.copytree(state.live_dir, staging, dirs_exist_ok=True)
     state.finish()
-    metric = TASK_METRIC[data.task]
+    figures = ("val_loss", f"val_{TASK_METRIC[data.task]}")
     log.info(
-        "%s: best epoch %d of %d, %s=%.4f, val_%s=%.4f, %.1f s",
+        "%s: best epoch %d of %d, %s, %.1f s",
         paths.run_name(name, fold),
         summary["best_epoch"],
         summary["epochs_run"],
-        experiment.monitor,
-        summary["best_value"],
-        metric,
-        summary[f"val_{metric}"],
+        ", ".join(f"{key}={summary[key]:.4f}" for key in figures),
         summary["train_time_s"],
     )
     return summary
-
-
-def _pixel_statistics(experiment: Experiment, x_train: np.ndarray) -> dict:
-    """Mean and standard deviation of the training pixels, for models that standardize them.
-
-    Only then: over Fashion-MNIST's 37.6 million training pixels they take about half a second.
-    """
-    if getattr(experiment.model, "input_scaling", None) != "standardize":
-        return {}
-    return {"mean": float(x_train.mean()), "std": float(x_train.std()) or 1.0}
-
-
-def _input_spec(experiment: Experiment, data: TrainData):
-    from pipeline.modeling.models import InputSpec
-
-    if data.task == "multilabel":  # rows are image paths; the pixels stay on disk
-        return InputSpec(
-            shape=tuple(data.meta["input_shape"]),
-            num_classes=int(data.meta["num_classes"]),
-            value_max=int(data.meta["value_max"]),
-            task=data.task,
-        )
-    return InputSpec(
-        shape=tuple(data.x_train.shape[1:]),
-        num_classes=int(data.meta["num_classes"]),
-        value_max=int(data.meta["value_max"]),
-        **_pixel_statistics(experiment, data.x_train),
-        feature_mean=tuple(data.standardize["mean"]) if data.standardize else None,
-        feature_std=tuple(data.standardize["std"]) if data.standardize else None,
-    )
 
 
 def _compiled_model(
@@ -329,7 +291,7 @@ def _compiled_model(
     from pipeline.modeling.models import build_model
     from pipeline.modeling.optimizers import make_optimizer
 
-    spec = _input_spec(experiment, data)
+    spec = input_spec(experiment.model, data)
     strategy = tf.distribute.MirroredStrategy() if device["gpus"] > 1 else None
     with _scope(strategy):
         model = build_model(experiment.model, spec, name=name)
@@ -361,10 +323,14 @@ def _fit(
         HistoryLog,
         ResumableEarlyStopping,
     )
+    from pipeline.modeling.progress import training_progress
 
+    # Keras' progress bar on a terminal; elsewhere (DVC, Prefect, CI) time-stamped log lines.
+    progress = training_progress(state.directory.name)
     # Order matters: the epoch's figures and best checkpoint are on disk before the backup
     # says the epoch is done, so a kill in between re-runs the epoch rather than losing it.
     callbacks = [
+        progress,
         HistoryLog(state),
         BestCheckpoint(state, experiment.monitor),
     ]
@@ -391,7 +357,7 @@ def _fit(
             validation_data=val_batches,
             callbacks=callbacks,
             shuffle=False,  # the dataset reshuffles itself every epoch
-            verbose=2,
+            verbose=progress.fit_verbose,
         )
 
 
@@ -412,7 +378,8 @@ def _summary(
             "diverged (try a lower learning_rate)."
         )
     metric = TASK_METRIC[data.task]
-    last_epoch = _last_epoch(model) or len(state.history())
+    segment = model.history.epoch if model.history is not None else []  # this fit's epochs
+    last_epoch = max(segment) + 1 if segment else len(state.history())
     history = [row for row in state.history() if int(row["epoch"]) <= last_epoch]
     best_row = next(row for row in history if int(row["epoch"]) == best["epoch"])
     return {
@@ -430,22 +397,3 @@ def _summary(
         "params_count": int(model.count_params()),
         **({} if fold is None else {"fold": fold, "n_train": len(data.y_train)}),
     }
-
-
-def _last_epoch(model) -> int:
-    """Epochs finished by `fit` (the history object counts only this segment's epochs)."""
-    history = model.history
-    return int(max(history.epoch) + 1) if history is not None and history.epoch else 0
-
-
-def _versions(*, keras_too: bool) -> dict:
-    from importlib import metadata
-
-    # From the package metadata: importing scikit-learn would cost the Keras path a second.
-    versions = {"sklearn_version": metadata.version("scikit-learn")}
-    if keras_too:
-        import keras
-        import tensorflow as tf
-
-        versions |= {"tensorflow_version": tf.__version__, "keras_version": keras.__version__}
-    return versions

@@ -10,7 +10,7 @@ from tests.conftest import PROJECT_ROOT
 PROBE = """
 import json, tensorflow as tf, keras
 from pipeline.params import RuntimeParams
-from pipeline.stages.train import configure_device
+from pipeline.modeling.device import configure_device
 chosen = configure_device(RuntimeParams(mixed_precision="{mode}"))
 chosen["policy"] = keras.mixed_precision.global_policy().name
 chosen["visible_gpus"] = len(tf.config.list_physical_devices("GPU"))

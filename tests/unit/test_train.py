@@ -466,10 +466,10 @@ def tiny_model():
 
 
 def resume_state(directory: Path):
-    from pipeline.stages.train import _ResumeState
+    from pipeline.modeling.resume import Fingerprint, ResumeState
 
-    state = _ResumeState(directory, fingerprint="test")
-    state.start()
+    state = ResumeState(directory)
+    state.start_afresh(Fingerprint(params="test"))
     return state
 
 
