@@ -4,8 +4,16 @@
 class AtelierError(Exception):
     """A mistake in the input (params, data, names) that the user can fix.
 
-    The stage CLI prints its message without a traceback and exits with status 2.
+    The stage CLI prints its message without a traceback and exits with `exit_code` (2).
     """
+
+    exit_code = 2
+
+
+class RegressionFound(AtelierError):
+    """`diff --fail-on-regression`: a headline metric got worse beyond its tolerance."""
+
+    exit_code = 1
 
 
 class ParamsError(AtelierError):

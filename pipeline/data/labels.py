@@ -68,41 +68,11 @@ def read_label_table(csv_path: Path, label_names: Sequence[str] | None = None) -
             f"{csv_path}: no `{IMAGE_COLUMN}` column (the header has {', '.join(columns)}); the "
             f"first column must be `{IMAGE_COLUMN}`, the image's path."
         )
-    if label_names is None:
-        names = tuple(columns[columns.index(IMAGE_COLUMN) + 1 :])
-        if not names:
-            raise DataError(
-                f"{csv_path}: no label columns after `{IMAGE_COLUMN}`; add one 0/1 column per "
-                "label."
-            )
-    else:
-        names = tuple(label_names)
-        missing = [name for name in names if name not in columns]
-        if missing:
-            raise DataError(
-                f"{csv_path}: label column(s) {', '.join(missing)} missing (the header has "
-                f"{', '.join(columns)}); add them, or change the label names the stage expects."
-            )
+    names = _label_columns(csv_path, columns, label_names)
     if len(table) == 0:
         raise DataError(f"{csv_path}: the table has a header but no rows; add one row per image.")
 
-    base = csv_path.parent.absolute()
-    paths = [str(base / value.strip()) if value.strip() else "" for value in table[IMAGE_COLUMN]]
-    problems: list[tuple[int, str]] = []  # (0-based row, description)
-    for row, path in enumerate(paths):
-        if not path:
-            problems.append((row, f"the `{IMAGE_COLUMN}` cell is empty"))
-        elif not Path(path).is_file():
-            problems.append((row, f"image {path} does not exist"))
-
-    raw = table[list(names)].to_numpy(dtype=str)
-    labels = np.zeros(raw.shape, dtype=np.uint8)
-    ones, zeros = np.isin(raw, ("1", "1.0")), np.isin(raw, ("0", "0.0"))
-    labels[ones] = 1
-    for row, column in zip(*np.nonzero(~(ones | zeros)), strict=True):
-        problems.append(
-            (int(row), f"column {names[column]!r}: value {str(raw[row, column])!r} is not 0 or 1")
-        )
+    paths, labels, problems = _rows(csv_path, table, names)
     if problems:
         problems.sort(key=lambda problem: problem[0])
         shown = "; ".join(
@@ -132,3 +102,47 @@ def load_images_python(paths: Sequence[str], image_size: int) -> np.ndarray:
     if not images:
         return np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
     return np.stack(images)
+
+
+def _label_columns(
+    csv_path: Path, columns: list[str], label_names: Sequence[str] | None
+) -> tuple[str, ...]:
+    """The label columns to read: `label_names`, each present, or every column after `image`."""
+    if label_names is None:
+        names = tuple(columns[columns.index(IMAGE_COLUMN) + 1 :])
+        if not names:
+            raise DataError(
+                f"{csv_path}: no label columns after `{IMAGE_COLUMN}`; add one 0/1 column per "
+                "label."
+            )
+        return names
+    names = tuple(label_names)
+    missing = [name for name in names if name not in columns]
+    if missing:
+        raise DataError(
+            f"{csv_path}: label column(s) {', '.join(missing)} missing (the header has "
+            f"{', '.join(columns)}); add them, or change the label names the stage expects."
+        )
+    return names
+
+
+def _rows(csv_path: Path, table, names: tuple[str, ...]) -> tuple[list[str], np.ndarray, list]:
+    """Image paths, 0/1 labels, and every (0-based row, problem) found in the table."""
+    base = csv_path.parent.absolute()
+    paths = [str(base / value.strip()) if value.strip() else "" for value in table[IMAGE_COLUMN]]
+    problems: list[tuple[int, str]] = []  # (0-based row, description)
+    for row, path in enumerate(paths):
+        if not path:
+            problems.append((row, f"the `{IMAGE_COLUMN}` cell is empty"))
+        elif not Path(path).is_file():
+            problems.append((row, f"image {path} does not exist"))
+
+    raw = table[list(names)].to_numpy(dtype=str)
+    labels = np.zeros(raw.shape, dtype=np.uint8)
+    ones, zeros = np.isin(raw, ("1", "1.0")), np.isin(raw, ("0", "0.0"))
+    labels[ones] = 1
+    for row, column in zip(*np.nonzero(~(ones | zeros)), strict=True):
+        problems.append(
+            (int(row), f"column {names[column]!r}: value {str(raw[row, column])!r} is not 0 or 1")
+        )
+    return paths, labels, problems

@@ -44,9 +44,18 @@ from pipeline.params.registry import (
     TaskRegistryParams,
 )
 from pipeline.params.schema import Params
-from pipeline.params.sections import BaseParams, DataParams, RuntimeParams, SplitParams
+from pipeline.params.sections import (
+    BaseParams,
+    DataParams,
+    DiffParams,
+    RuntimeParams,
+    SplitParams,
+    Tolerance,
+)
 
 __all__ = [
+    "DiffParams",
+    "Tolerance",
     "ARTIFACT_NAME_PATTERN",
     "EXPERIMENT_NAME_PATTERN",
     "MODEL_NAMES",

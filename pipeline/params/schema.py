@@ -16,7 +16,13 @@ from pipeline.params.crossval import (
 )
 from pipeline.params.experiments import Experiment
 from pipeline.params.registry import RegistryParams
-from pipeline.params.sections import BaseParams, DataParams, RuntimeParams, SplitParams
+from pipeline.params.sections import (
+    BaseParams,
+    DataParams,
+    DiffParams,
+    RuntimeParams,
+    SplitParams,
+)
 
 
 class Params(StrictModel):
@@ -31,6 +37,7 @@ class Params(StrictModel):
     experiments: dict[ExperimentName, Experiment] = Field(default_factory=dict)
     crossval: CrossvalParams = CrossvalParams()
     registry: RegistryParams = RegistryParams()
+    diff: DiffParams = DiffParams()
 
     @model_validator(mode="after")
     def _crossval_matches_split(self) -> Params:

@@ -1,4 +1,5 @@
-"""The sections of `params.yaml` that hold plain settings: `base`, `data`, `split`, `runtime`."""
+"""The sections of `params.yaml` that hold plain settings: `base`, `data`, `split`, `runtime`,
+`diff`."""
 
 from __future__ import annotations
 
@@ -53,3 +54,28 @@ class RuntimeParams(StrictModel):
     mixed_precision: Literal["auto", "on", "off"] = "auto"
     steps_per_execution: Annotated[int, Field(ge=1, le=1000)] = 32
     deterministic: bool = True
+
+
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class Tolerance(StrictModel):
+    """How far a metric may move between two runs of the same code (another machine, another
+    CPU instruction set) and still count as unchanged: `abs`, or `rel` times the old value,
+    whichever is larger."""
+
+    abs: NonNegative = 0.0
+    rel: NonNegative = 0.0
+
+    def allows(self, old: float, new: float) -> bool:
+        return abs(new - old) <= max(self.abs, self.rel * abs(old)) + 1e-12
+
+    def describe(self) -> str:
+        parts = [f"±{self.abs:g}" if self.abs else "", f"±{self.rel:.0%}" if self.rel else ""]
+        return " or ".join(part for part in parts if part) or "0"
+
+
+class DiffParams(StrictModel):
+    """`python -m pipeline diff`: per metric, the change that is noise, not a change."""
+
+    tolerance: dict[str, Tolerance] = Field(default_factory=dict)

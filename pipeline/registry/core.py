@@ -190,7 +190,7 @@ class Registry:
         dataset = self.dataset_of(artifact)
         workspace.require_clean_tree(self.root)
         head = tags.git(self.root, "rev-parse", "HEAD")
-        self._require_head_unregistered(artifact, head, self.versions(artifact))
+        workspace.require_head_unregistered(artifact, head, self.versions(artifact))
         workspace.require_pipeline_current(self.root, dataset)
         path = self.champion_path(artifact)
         champion_md5 = store.lock_md5(self.root, head, f"select@{dataset}", path)
@@ -221,24 +221,13 @@ class Registry:
     def _require_new_champion(
         self, artifact: str, head: str, card: dict, versions: list[Version]
     ) -> None:
-        self._require_head_unregistered(artifact, head, versions)
+        workspace.require_head_unregistered(artifact, head, versions)
         latest = versions[-1] if versions else None
         if latest is not None and self._model_md5(latest) == card["model_md5"]:
             raise NothingToRegister(
                 f"The champion at HEAD ({card['experiment']}, model md5 "
                 f"{card['model_md5'][:12]}) is the model of {artifact} {latest.version}: "
                 "nothing changed, so no version was created."
-            )
-
-    @staticmethod
-    def _require_head_unregistered(artifact: str, head: str, versions: list[Version]) -> None:
-        # First, before the workspace is read: a registered HEAD has nothing to register,
-        # whatever the state of its files (which promote then verifies).
-        at_head = [v.version for v in versions if v.commit == head]
-        if at_head:
-            raise NothingToRegister(
-                f"HEAD ({head[:7]}) is already registered as {artifact} {at_head[-1]}: "
-                "nothing to register. Commit a new champion first."
             )
 
     def _model_md5(self, version: Version) -> str | None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from pipeline.registry.errors import RegistryError
+from pipeline.registry.errors import NothingToRegister, RegistryError
 from pipeline.registry.tags import git
 
 log = logging.getLogger(__name__)
@@ -102,3 +102,15 @@ def retry_dvc_lock(call: Callable[[], _T]) -> _T:
                 ) from None
             log.info("DVC repository locked by another process; retrying")
     raise AssertionError("unreachable")
+
+
+def require_head_unregistered(artifact: str, head: str, versions: list) -> None:
+    """`NothingToRegister` when a version of `artifact` is at `head` already. Checked before
+    the workspace is read: a registered HEAD has nothing to register, whatever the state of its
+    files (which `promote` then verifies)."""
+    at_head = [v.version for v in versions if v.commit == head]
+    if at_head:
+        raise NothingToRegister(
+            f"HEAD ({head[:7]}) is already registered as {artifact} {at_head[-1]}: "
+            "nothing to register. Commit a new champion first."
+        )

@@ -19,10 +19,22 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.core.errors import AtelierError, RegressionFound
+from pipeline.core.io import atomic_write_bytes
 from pipeline.core.metrics import direction, sort_key
+from pipeline.stages.diff_checks import (
+    HEADLINES,
+    ExperimentDiff,
+    Tolerances,
+    better,
+    hardware_notes,
+    headline_metric,
+    load_tolerances,
+    regression_lines,
+    regressions,
+)
 from pipeline.stages.revisions import (
     metrics_at,
     metrics_in_workspace,
@@ -60,32 +72,7 @@ HEADLINE = (
 TOLERANCE = 1e-9
 
 
-@dataclass(frozen=True)
-class ExperimentDiff:
-    name: str
-    old: dict | None  # None: no metrics at the base revision
-    new: dict | None  # None: no metrics in the workspace
-
-
 # --- Markdown -----------------------------------------------------------------------------------
-
-
-# The metric each kind of experiment is summarised by: classification, regression, multi-label,
-# K-fold aggregate.
-HEADLINES = ("test_accuracy", "test_mae", "micro_f1", "ensemble_test_mae")
-
-
-def headline_metric(metrics: dict) -> str:
-    """The first of `HEADLINES` that `metrics` holds (`test_accuracy` when none)."""
-    return next((key for key in HEADLINES if key in metrics), HEADLINES[0])
-
-
-def _better(key: str, delta: float) -> bool | None:
-    """Whether a change of `delta` in `key` is an improvement; None for neutral counts."""
-    kind = direction(key)
-    if kind == "neutral":
-        return None
-    return delta < 0 if kind == "lower" else delta > 0
 
 
 def _format(key: str, value) -> str:
@@ -100,7 +87,7 @@ def _format(key: str, value) -> str:
     return f"{value:.4f}"
 
 
-def _delta(key: str, old, new) -> str:
+def _delta(key: str, old, new, tolerances: Tolerances = None) -> str:
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (old, new)):
         return "" if old == new else "changed"
     delta = new - old
@@ -113,8 +100,11 @@ def _delta(key: str, old, new) -> str:
     text = f"{delta:+.1f}" if key == "train_time_s" else f"{delta:+.4f}"
     if float(text) == 0:  # a change below the precision shown: neither better nor worse
         return "≈"
-    better = _better(key, delta)
-    mark = "" if better is None else (" 🟢" if better else " 🔴")
+    tolerance = (tolerances or {}).get(key)
+    if tolerance is not None and tolerance.allows(old, new):  # noise, not a change
+        return f"{text} ≈"
+    improved = better(key, delta)
+    mark = "" if improved is None else (" 🟢" if improved else " 🔴")
     return f"{text} {arrow}{mark}"
 
 
@@ -131,17 +121,21 @@ def _ordered_keys(old: dict, new: dict) -> tuple[list[str], list[str]]:
     return headline, rest
 
 
-def _table(keys: list[str], old: dict, new: dict, base_label: str) -> list[str]:
+def _table(
+    keys: list[str], old: dict, new: dict, base_label: str, tolerances: Tolerances = None
+) -> list[str]:
     rows = [f"| metric | {base_label} | this revision | Δ |", "|---|--:|--:|--:|"]
     for key in keys:
         rows.append(
             f"| {key} | {_format(key, old.get(key))} | {_format(key, new.get(key))} "
-            f"| {_delta(key, old.get(key), new.get(key))} |"
+            f"| {_delta(key, old.get(key), new.get(key), tolerances)} |"
         )
     return rows
 
 
-def _experiment_block(diff: ExperimentDiff, base_label: str) -> list[str]:
+def _experiment_block(
+    diff: ExperimentDiff, base_label: str, tolerances: Tolerances = None
+) -> list[str]:
     if diff.new is None:
         return [f"#### `{diff.name}` — removed", "", f"It had metrics at {base_label} only.", ""]
     new = diff.new
@@ -162,11 +156,11 @@ def _experiment_block(diff: ExperimentDiff, base_label: str) -> list[str]:
     headline, rest = _ordered_keys(diff.old, new)
     key = headline_metric(new)
     value = new.get(key)
-    change = _delta(key, diff.old.get(key), value)
+    change = _delta(key, diff.old.get(key), value, tolerances)
     lines = [
         f"#### `{diff.name}` ({about}): {key} {_format(key, value)} ({change or 'n/a'})",
         "",
-        *_table(headline, diff.old, new, base_label),
+        *_table(headline, diff.old, new, base_label, tolerances),
         "",
     ]
     changed_text = [
@@ -185,7 +179,7 @@ def _experiment_block(diff: ExperimentDiff, base_label: str) -> list[str]:
         lines += [
             "<details><summary>All other metrics (per class, epochs, spread)</summary>",
             "",
-            *_table(rest, diff.old, new, base_label),
+            *_table(rest, diff.old, new, base_label, tolerances),
             "",
             "</details>",
             "",
@@ -223,7 +217,9 @@ def _order(diff: ExperimentDiff) -> tuple:
     return (diff.new is None, HEADLINES.index(key), sort_key(key, score))
 
 
-def _summary_lines(diffs: list[ExperimentDiff], base_label: str) -> list[str]:
+def _summary_lines(
+    diffs: list[ExperimentDiff], base_label: str, tolerances: Tolerances = None
+) -> list[str]:
     """The headline table, then who is new, removed or not evaluated."""
     lines = [
         f"| experiment | metric | at {base_label} | now | Δ |",
@@ -237,7 +233,7 @@ def _summary_lines(diffs: list[ExperimentDiff], base_label: str) -> list[str]:
         lines.append(
             f"| `{diff.name}`{flag} | {key} | {_format(key, old_value)} "
             f"| {_format(key, new_value)} "
-            f"| {_delta(key, old_value, new_value) if diff.old and diff.new else ''} |"
+            f"| {_delta(key, old_value, new_value, tolerances) if diff.old and diff.new else ''} |"
         )
     return lines if diffs else ["No experiment has metrics on either side."]
 
@@ -251,6 +247,7 @@ def render_markdown(
     new_metrics: dict[str, dict],
     plots_url: str | None = None,
     not_evaluated: list[str] | None = None,
+    tolerances: Tolerances = None,
 ) -> str:
     """The comment body; pure function of its inputs (tested directly and through the CLI)."""
     base_label = f"`{base_rev}` ({base_commit[:7]})" if base_rev != base_commit else base_commit[:7]
@@ -263,7 +260,8 @@ def render_markdown(
     removed = [d.name for d in diffs if d.new is None]
 
     lines = [COMMENT_MARKER, f"## Metrics: this revision vs {base_label}", ""]
-    lines += _summary_lines(diffs, base_label)
+    lines += _summary_lines(diffs, base_label, tolerances)
+    lines += regression_lines(diffs, tolerances) + hardware_notes(diffs)
     lines.append("")
     if new_ones:
         lines += [
@@ -285,7 +283,7 @@ def render_markdown(
     lines += ["### Params changed", "", *_params_block(params_changes, base_label)]
     lines += ["### Per experiment", ""]
     for diff in diffs:
-        lines += _experiment_block(diff, base_label)
+        lines += _experiment_block(diff, base_label, tolerances)
     lines += ["### Plots", ""]
     if plots_url:
         lines.append(
@@ -299,7 +297,8 @@ def render_markdown(
     lines += [
         "",
         "<sub>🟢 better, 🔴 worse (lower is better for losses, errors (MAE, MSE, RMSE), "
-        "spreads and training time); ↑/↓ the direction of the change; ≈ a change smaller "
+        "spreads and training time); ↑/↓ the direction of the change; ≈ a change within "
+        "the metric's tolerance (`diff.tolerance` in params.yaml: run-to-run noise) or smaller "
         "than the precision shown.</sub>",
     ]
     return "\n".join(lines) + "\n"
@@ -316,6 +315,7 @@ def build_diff(
     base_commit = resolve_revision(base_rev, root)
     new_metrics = metrics_in_workspace(root, experiments)
     return render_markdown(
+        tolerances=load_tolerances(root),
         base_rev=base_rev,
         base_commit=base_commit,
         params_changes=params_diff(base_commit, root),
@@ -333,14 +333,38 @@ def write_diff(
     output: Path | None = None,
     plots_url: str | None = None,
     experiments: list[str] | None = None,
+    fail_on_regression: bool = False,
 ) -> str:
-    """`build_diff`, written to `output` or to stdout (the CLI's `diff` subcommand)."""
+    """`build_diff`, written to `output` or to stdout (the CLI's `diff` subcommand).
+
+    With `fail_on_regression`, raises `RegressionFound` (exit status 1) after writing when a
+    headline metric is worse than at `base_rev` beyond its tolerance, and `AtelierError`
+    (status 2) before writing when `base_rev` has no metrics to compare with.
+    """
+    old = metrics_at(resolve_revision(base_rev, root), root) if fail_on_regression else {}
+    if fail_on_regression and not old:
+        raise AtelierError(
+            f"{base_rev} has no committed metrics (metrics/*.json): --fail-on-regression has "
+            "nothing to compare with, so it cannot pass. Compare with a revision that ran the "
+            "pipeline, or drop the flag for this first run."
+        )
     body = build_diff(base_rev, root=root, plots_url=plots_url, experiments=experiments)
     if output is None:
         sys.stdout.write(body)
     else:
-        from pipeline.core.io import atomic_write_bytes
-
         atomic_write_bytes(output, body.encode())
         log.info("metrics diff against %s written to %s", base_rev, output)
+    if fail_on_regression:
+        new = metrics_in_workspace(root, experiments)
+        both = sorted(set(old) & set(new))
+        found = regressions(
+            [ExperimentDiff(name, old[name], new[name]) for name in both], load_tolerances(root)
+        )
+        if found:
+            raise RegressionFound(
+                f"{len(found)} headline metric(s) worse than at {base_rev} beyond tolerance: "
+                + "; ".join(found)
+                + ". Fix the regression, or widen diff.tolerance.<metric> in params.yaml if "
+                "the change is run-to-run noise."
+            )
     return body
