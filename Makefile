@@ -19,10 +19,13 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 ## Run the pipeline (dvc repro) for the experiments in params.yaml. params.yaml is checked
 ## first: DVC removes a stage's outputs before its command (and our check) runs.
+## Ends with `atelier where`: the report, the champions, the command that opens the plots.
 repro: venv
 	test -d .git || git init --quiet
 	$(BIN)/python -m pipeline check
 	$(BIN)/dvc repro
+	@echo
+	@$(BIN)/atelier where
 
 ## Run the whole test suite (unit, integration, slow end-to-end).
 test: venv

@@ -3,13 +3,14 @@
 Run from the project root after the data stages (`dvc repro split@fashion_mnist`):
 
     .venv/bin/python benchmarks/cnn_epoch.py [--images 3840] [--repeats 2] [--onednn]
+    .venv/bin/python benchmarks/cnn_epoch.py --quick   # a smoke run: no data stages needed
 
 The model is seed 003's CNN (Conv32-Conv64-MaxPool-Dropout0.25-Flatten-Dense128-Dropout0.5-
 Dense10, batch 128, Adam). Two ways of training it, each in its own process, alternating:
 
 - `pipeline`: the train stage's code path — `build_model` (uint8 input scaled in the model), the
-  stage's optimizer, `make_datasets` (`tf.data` batches gathered from constant tensors) and
-  `fit` with the stage's `steps_per_execution`;
+  stage's optimizer (`make_optimizer`), `make_datasets` (`tf.data` batches gathered from constant
+  tensors) and `fit` with the stage's `steps_per_execution`;
 - `seed`: the seed's plain Keras — float32 inputs scaled beforehand, one-hot labels,
   `Sequential.fit` on NumPy arrays.
 
@@ -20,6 +21,10 @@ timing (128 rows). `--onednn` adds both ways again with `TF_ENABLE_ONEDNN_OPTS=1
 convolution kernels instead of Eigen's). The FLOP floor is the model's arithmetic (counted below)
 at the machine's measured float32 matrix-multiply rate, and at 150 GFLOP/s for reference.
 Results go to stdout as Markdown.
+
+`--quick` checks that the script runs, in well under a minute: 128 random 28×28 images instead of
+Fashion-MNIST, one timed epoch, a small matrix for the rate. Its figures mean nothing; it writes
+nothing (not even bytecode caches).
 """
 
 from __future__ import annotations
@@ -32,8 +37,11 @@ import sys
 import time
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # --quick, run by the tests, leaves nothing in the repository
+
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 128
+QUICK = {"images": 128, "repeats": 1, "matmul_size": 512}
 STAGE_EPOCH_ROWS = 48_000  # 60,000 training images less the 20 % validation split
 
 
@@ -50,26 +58,36 @@ def flops_per_training_image() -> float:
     return 2.0 * (forward + backward)
 
 
-def _worker(way: str, images: int, repeats: int) -> dict:
+def _random_data(images: int):
+    """Fashion-MNIST's shapes and types, random pixels: for `--quick`, which needs no data."""
+    import numpy as np
+
+    from pipeline.stages.train import TrainData
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (images + BATCH, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 10, images + BATCH, dtype=np.uint8)
+    meta = {"task": "classification", "num_classes": 10, "value_max": 255}
+    return TrainData(x[:images], y[:images], x[images:], y[images:], meta)
+
+
+def _worker(way: str, images: int, repeats: int, quick: bool) -> dict:
     sys.path.insert(0, str(ROOT))
     import keras
     import numpy as np
     import tensorflow as tf
 
+    from pipeline.modeling.device import seed_everything
+    from pipeline.modeling.inputs import make_datasets
+    from pipeline.modeling.optimizers import make_optimizer
     from pipeline.params import load_params
-    from pipeline.stages.train import (
-        TrainData,
-        _optimizer,
-        _seed_everything,
-        load_train_data,
-        make_datasets,
-    )
+    from pipeline.stages.train import TrainData, load_train_data
 
     params = load_params(ROOT / "params.yaml")
     experiment = params.experiment("fashion_cnn")
-    data = load_train_data(experiment.dataset, ROOT)
+    data = _random_data(images) if quick else load_train_data(experiment.dataset, ROOT)
     if way == "pipeline":  # the stage's settings (op determinism included); the seed sets none
-        _seed_everything(params.base.seed, params.runtime.deterministic)
+        seed_everything(params.base.seed, params.runtime.deterministic)
     x, y = data.x_train[:images], data.y_train[:images]
     x_val, y_val = data.x_val[:BATCH], data.y_val[:BATCH]
 
@@ -92,7 +110,7 @@ def _worker(way: str, images: int, repeats: int) -> dict:
         spec = InputSpec(shape=x.shape[1:], num_classes=10, value_max=255)
         model = build_model(experiment.model, spec, name="fashion_cnn")
         model.compile(
-            optimizer=_optimizer(experiment),
+            optimizer=make_optimizer(experiment.optimizer, experiment.learning_rate),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
             steps_per_execution=params.runtime.steps_per_execution,
@@ -140,17 +158,17 @@ def _worker(way: str, images: int, repeats: int) -> dict:
         "cpu_s": min(cpu for _, cpu in timed),
         "all_wall_s": [round(seconds, 2) for seconds, _ in timed],
         "params": int(model.count_params()),
-        "tf_matmul_gflops": _matmul_rate(tf, np),
+        "tf_matmul_gflops": _matmul_rate(tf, np, QUICK["matmul_size"] if quick else 2048),
     }
 
 
-def _matmul_rate(tf, np) -> float:
+def _matmul_rate(tf, np, size: int = 2048) -> float:
     """Float32 matrix-multiply rate of this machine through TensorFlow (best of 5), GFLOP/s."""
-    a = tf.constant(np.random.default_rng(0).random((2048, 2048), dtype=np.float32))
+    a = tf.constant(np.random.default_rng(0).random((size, size), dtype=np.float32))
     product = tf.function(lambda a: tf.reduce_sum(tf.matmul(a, a)))
     product(a).numpy()
     best = min(_timed(lambda: product(a).numpy()) for _ in range(5))
-    return 2 * 2048**3 / best / 1e9
+    return 2 * size**3 / best / 1e9
 
 
 def _timed(call) -> float:
@@ -159,31 +177,51 @@ def _timed(call) -> float:
     return time.perf_counter() - started
 
 
+def _start(command: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _result(worker: subprocess.Popen) -> dict:
+    """The worker's JSON line; its stderr as the error if it failed."""
+    stdout, stderr = worker.communicate()
+    if worker.returncode != 0:
+        sys.exit(stderr)
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=3840, help="training rows per epoch")
     parser.add_argument("--repeats", type=int, default=2, help="timed epochs after the warm-up")
     parser.add_argument("--onednn", action="store_true", help="also with TF_ENABLE_ONEDNN_OPTS=1")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run on random images (figures meaningless)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.images, args.repeats, args.onednn = QUICK["images"], QUICK["repeats"], False
     if args.worker:
-        print(json.dumps(_worker(args.worker, args.images, args.repeats)))
+        print(json.dumps(_worker(args.worker, args.images, args.repeats, args.quick)))
         return
 
     settings = [("pipeline", None), ("seed", None)]
     if args.onednn:
         settings += [("pipeline", "1"), ("seed", "1")]
-    results = []
+    workers = []
     for way, onednn in settings:
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONDONTWRITEBYTECODE": "1"}
         if onednn:
             env["TF_ENABLE_ONEDNN_OPTS"] = onednn
         command = [sys.executable, __file__, "--worker", way]
         command += ["--images", str(args.images), "--repeats", str(args.repeats)]
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            sys.exit(done.stderr)
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        command += ["--quick"] if args.quick else []
+        workers.append(_start(command, env))
+        if not args.quick:  # one way at a time, so that they do not share the cores
+            workers[-1] = _result(workers[-1])
+    results = [worker if isinstance(worker, dict) else _result(worker) for worker in workers]
 
     flops = flops_per_training_image()
     matmul = max(result["tf_matmul_gflops"] for result in results)

@@ -11,8 +11,8 @@ included), in throwaway git + DVC copies of the project, with a Prefect server a
 `--pipeline digits` (default) runs the digits experiments of params.yaml; `--pipeline default`
 runs params.yaml as it is (about 10 minutes per run on 2 cores). Usage:
 `python benchmarks/flow_overhead.py [--pipeline digits|default] [--repeats 2] [--points 4]`.
-`--quick` runs `digits_sgd` alone (no TensorFlow), once, with a sweep of 2 points: a check that
-the script still runs, not a measurement.
+`--quick` runs `digits_sgd` alone (no TensorFlow) through a pipeline that ends at evaluate, once,
+and a sweep of one point: a check that the script still runs, not a measurement.
 """
 
 from __future__ import annotations
@@ -29,18 +29,29 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+QUICK_STAGES = ("download", "preprocess", "split", "train", "evaluate")
+QUICK_NOTE = " (--quick: `digits_sgd` alone, download to evaluate; not a measurement)"
 
 
-def make_copy(
-    destination: Path, pipeline: str, env: dict[str, str], only: str | None = None
-) -> Path:
-    """A committed git + DVC copy of the project; `only` keeps that one experiment."""
+@dataclass(frozen=True)
+class Shape:
+    """What a project copy keeps: `pipeline` "digits" or "default"; `only` one experiment of
+    it; `stages` those stage groups of dvc.yaml (all when None)."""
+
+    pipeline: str
+    only: str | None = None
+    stages: tuple[str, ...] | None = None
+
+
+def make_copy(destination: Path, shape: Shape, env: dict[str, str]) -> Path:
+    """A committed git + DVC copy of the project, shrunk to `shape`."""
     destination.mkdir(parents=True)
     for package in ("pipeline", "flows"):
         shutil.copytree(
@@ -50,13 +61,17 @@ def make_copy(
         )
     for name in ("dvc.yaml", "pyproject.toml", ".dvcignore", ".gitignore"):
         shutil.copy2(PROJECT_ROOT / name, destination / name)
+    if shape.stages is not None:
+        stages = yaml.safe_load((destination / "dvc.yaml").read_text())
+        stages["stages"] = {k: v for k, v in stages["stages"].items() if k in shape.stages}
+        (destination / "dvc.yaml").write_text(yaml.safe_dump(stages, sort_keys=False))
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    if pipeline == "digits":
+    if shape.pipeline == "digits":
         params["data"]["datasets"] = ["digits"]
         params["experiments"] = {
             name: experiment
             for name, experiment in params["experiments"].items()
-            if experiment["dataset"] == "digits" and only in (None, name)
+            if experiment["dataset"] == "digits" and shape.only in (None, name)
         }
     crossval = params.get("crossval", {})
     kept = [name for name in crossval.get("experiments", []) if name in params["experiments"]]
@@ -122,12 +137,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--points", type=int, default=4, help="sweep points; 0 skips the sweep")
     parser.add_argument(
-        "--quick", action="store_true", help="digits_sgd only, one run, 2 points: a smoke check"
+        "--quick", action="store_true", help="digits_sgd only, one run, one point: a smoke check"
     )
     args = parser.parse_args()
-    only = None
+    shape, slot_counts = Shape(args.pipeline), (1, 2)
     if args.quick:
-        args.pipeline, args.repeats, args.points, only = "digits", 1, 2, "digits_sgd"
+        args.pipeline, args.repeats, args.points = "digits", 1, 1
+        shape, slot_counts = Shape("digits", "digits_sgd", QUICK_STAGES), (1,)
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -144,8 +160,8 @@ def main() -> None:
     times: dict[str, list[float]] = {}
     try:
         for repeat in range(args.repeats):
-            by_flow = make_copy(work / f"flow{repeat}", args.pipeline, env, only)
-            by_repro = make_copy(work / f"repro{repeat}", args.pipeline, env, only)
+            by_flow = make_copy(work / f"flow{repeat}", shape, env)
+            by_repro = make_copy(work / f"repro{repeat}", shape, env)
             order = [("flow", flow, by_flow), ("repro", repro, by_repro)]
             for name, command, root in order if repeat % 2 == 0 else order[::-1]:
                 times.setdefault(name, []).append(timed(command, root, env))
@@ -155,7 +171,7 @@ def main() -> None:
 
         if args.points == 0:
             return report(args, times)
-        sweep_root = make_copy(work / "sweep", args.pipeline, env, only)
+        sweep_root = make_copy(work / "sweep", shape, env)
         experiment = "digits_sgd" if args.pipeline == "digits" else "fashion_sgd"
         subprocess.run(repro + [f"split@{experiment.split('_')[0]}"], cwd=sweep_root, env=env,
                        check=True, capture_output=True)  # fmt: skip
@@ -163,7 +179,7 @@ def main() -> None:
                        env=env, check=True, capture_output=True)  # fmt: skip
         values = ",".join(str(5 + index) for index in range(args.points))
         grid = f"experiments.{experiment}.model.max_iter={values}"
-        for slots in (1, 2):
+        for slots in slot_counts:
             command = [str(BIN / "python"), "-m", "flows.sweep", "-e", experiment, "-g", grid]
             times[f"sweep {slots}"] = [timed([*command, "-j", str(slots)], sweep_root, env)]
             print(
@@ -181,7 +197,8 @@ def report(args: argparse.Namespace, times: dict[str, list[float]]) -> None:
     flow_median = statistics.median(times["flow"])
     repro_median = statistics.median(times["repro"])
     print(f"Machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"pipeline `{args.pipeline}`, {args.repeats} fresh runs each.\n")  # fmt: skip
+          f"pipeline `{args.pipeline}`{QUICK_NOTE if args.quick else ''}, {args.repeats} "
+          "fresh runs each.\n")  # fmt: skip
     print("| Measure | Time | Ratio |\n|---|---:|---:|")
     print(f"| `dvc repro`, every stage runs | {summary(times['repro'])} | 1 |")
     print(f"| `python -m flows.training`, every stage runs | {summary(times['flow'])} | "
@@ -190,11 +207,14 @@ def report(args: argparse.Namespace, times: dict[str, list[float]]) -> None:
     print(f"| `dvc repro`, nothing to do | {summary(times['repro no-op'])} | 1 |")
     print(f"| `python -m flows.training`, nothing to do | {summary(times['flow no-op'])} | "
           f"{noop_flow / noop_repro:.2f}× |")  # fmt: skip
-    if "sweep 1" not in times:
-        return
-    one, two = times["sweep 1"][0], times["sweep 2"][0]
-    print(f"| sweep, {args.points} points, 1 slot | {one:.1f} s | 1 |")
-    print(f"| sweep, {args.points} points, 2 slots | {two:.1f} s | speed-up {one / two:.2f}× |")
+    sweeps = sorted(
+        (int(key.split()[1]), value[0]) for key, value in times.items() if key.startswith("sweep ")
+    )
+    points = f"{args.points} point{'s' if args.points != 1 else ''}"
+    for slots, elapsed in sweeps:
+        ratio = "1" if slots == sweeps[0][0] else f"speed-up {sweeps[0][1] / elapsed:.2f}×"
+        label = "slot" if slots == 1 else "slots"
+        print(f"| sweep, {points}, {slots} {label} | {elapsed:.1f} s | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Run from the project root after the data stages (`dvc repro split@fashion_mnist`):
 
     .venv/bin/python benchmarks/mlp_epoch.py [--epochs 3] [--rounds 2]
+    .venv/bin/python benchmarks/mlp_epoch.py --quick   # a smoke run: no data stages needed
 
 The model is seed 000's (Dense256-Dropout0.3-Dense128-Dense10, batch 128, Adam at 1e-3) on the
 48,000 training rows of Fashion-MNIST. Each way runs in its own process, the ways alternating
@@ -20,6 +21,10 @@ for `--rounds`: one warm-up epoch (tracing), then `--epochs` timed ones, the med
 
 The FLOP floor is the model's arithmetic (2 × multiply-adds, forward and backward) at the
 machine's measured float32 matrix-multiply rate. Results go to stdout as Markdown.
+
+`--quick` checks that the script runs, in well under a minute: 640 random 28×28 images (512 to
+train on) instead of Fashion-MNIST, one round of one timed epoch, a small matrix for the rate. Its
+figures mean nothing; it writes nothing (not even bytecode caches).
 """
 
 from __future__ import annotations
@@ -28,40 +33,54 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from cnn_epoch import _matmul_rate  # this folder is on sys.path when run as a script
+sys.dont_write_bytecode = True  # --quick, run by the tests, leaves nothing in the repository
+
+from cnn_epoch import _matmul_rate, _result, _start  # noqa: E402 (this folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH, ROWS, UNITS = 128, 48_000, (784, 256, 128, 10)
+QUICK_ROWS, QUICK_VAL_ROWS = 512, 128
 WAYS = ("seed", "pipeline, Keras Adam", "pipeline", "bare loop")
 
 
-def flops_per_epoch() -> float:
+def flops_per_epoch(rows: int = ROWS) -> float:
     """Forward and backward arithmetic of one epoch (the 48,000 training rows), in FLOP."""
     layers = list(zip(UNITS, UNITS[1:], strict=False))
     forward = sum(a * b for a, b in layers)
     # Backward: every weight gradient, and the input gradients of all but the first layer.
     backward = forward + sum(a * b for a, b in layers[1:])
-    return 2.0 * (forward + backward) * ROWS
+    return 2.0 * (forward + backward) * rows
 
 
-def _worker(way: str, epochs: int) -> dict:
+def _arrays(np, quick: bool):
+    """Fashion-MNIST's training images and labels (random ones, of the same shapes, `--quick`)."""
+    if quick:
+        rng = np.random.default_rng(0)
+        rows = QUICK_ROWS + QUICK_VAL_ROWS
+        x = rng.integers(0, 256, (rows, 28, 28), dtype=np.uint8)
+        return x, rng.integers(0, 10, rows, dtype=np.uint8)
+    prepared = ROOT / "data" / "prepared" / "fashion_mnist"
+    return np.load(prepared / "x_train.npy"), np.load(prepared / "y_train.npy")
+
+
+def _worker(way: str, epochs: int, quick: bool) -> dict:
     sys.path.insert(0, str(ROOT))
     import numpy as np
     import tensorflow as tf
 
-    prepared = ROOT / "data" / "prepared" / "fashion_mnist"
+    x, y = _arrays(np, quick)
     if way == "seed":
-        times = _seed_epochs(np, prepared, epochs)
+        times = _seed_epochs(np, x, y, epochs)
     elif way == "bare loop":
-        times = _bare_epochs(np, tf, prepared, epochs)
+        times = _bare_epochs(np, tf, x, y, epochs, QUICK_ROWS if quick else ROWS)
     else:
-        times = _pipeline_epochs(way, epochs)
-    return {"way": way, "epoch_s": times, "tf_matmul_gflops": _matmul_rate(tf, np)}
+        times = _pipeline_epochs(way, epochs, (x, y) if quick else None)
+    matmul = _matmul_rate(tf, np, 512 if quick else 2048)
+    return {"way": way, "epoch_s": times, "tf_matmul_gflops": matmul}
 
 
 def _timing_callback(times: list):
@@ -77,12 +96,12 @@ def _timing_callback(times: list):
     return EpochTimes()
 
 
-def _seed_epochs(np, prepared: Path, epochs: int) -> list[float]:
+def _seed_epochs(np, images, labels, epochs: int) -> list[float]:
     import keras
     from keras import layers
 
-    x = np.load(prepared / "x_train.npy").reshape(-1, 784).astype("float32") / 255
-    y = keras.utils.to_categorical(np.load(prepared / "y_train.npy"))
+    x = images.reshape(-1, 784).astype("float32") / 255
+    y = keras.utils.to_categorical(labels, 10)
     model = keras.Sequential(
         [
             keras.Input((784,)),
@@ -106,18 +125,26 @@ def _seed_epochs(np, prepared: Path, epochs: int) -> list[float]:
     return times[1:]
 
 
-def _pipeline_epochs(way: str, epochs: int) -> list[float]:
+def _pipeline_epochs(way: str, epochs: int, arrays=None) -> list[float]:
+    """The train stage's way; on `arrays` (images, labels) if given, else on the split stage's."""
     import keras
 
+    from pipeline.modeling.device import seed_everything
+    from pipeline.modeling.inputs import make_datasets
     from pipeline.modeling.models import InputSpec, build_model
     from pipeline.modeling.optimizers import make_optimizer
     from pipeline.params import load_params
-    from pipeline.stages.train import _seed_everything, load_train_data, make_datasets
+    from pipeline.stages.train import TrainData, load_train_data
 
     params = load_params(ROOT / "params.yaml")
     experiment = params.experiment("fashion_mlp")
-    data = load_train_data(experiment.dataset, ROOT)
-    _seed_everything(params.base.seed, params.runtime.deterministic)
+    if arrays is None:
+        data = load_train_data(experiment.dataset, ROOT)
+    else:
+        x, y = arrays
+        meta = {"task": "classification", "num_classes": 10, "value_max": 255}
+        data = TrainData(x[:QUICK_ROWS], y[:QUICK_ROWS], x[QUICK_ROWS:], y[QUICK_ROWS:], meta)
+    seed_everything(params.base.seed, params.runtime.deterministic)
     model = build_model(experiment.model, InputSpec(shape=(28, 28), num_classes=10), name="mlp")
     optimizer = (
         keras.optimizers.Adam(learning_rate=experiment.learning_rate)
@@ -143,9 +170,9 @@ def _pipeline_epochs(way: str, epochs: int) -> list[float]:
     return times[1:]
 
 
-def _bare_epochs(np, tf, prepared: Path, epochs: int) -> list[float]:
-    images = tf.constant(np.load(prepared / "x_train.npy")[:ROWS].reshape(ROWS, 784))
-    labels = tf.constant(np.load(prepared / "y_train.npy")[:ROWS].astype(np.int64))
+def _bare_epochs(np, tf, x, y, epochs: int, n_rows: int) -> list[float]:
+    images = tf.constant(x[:n_rows].reshape(n_rows, 784))
+    labels = tf.constant(y[:n_rows].astype(np.int64))
     rng = np.random.default_rng(0)
     weights = []
     for fan_in, fan_out in zip(UNITS, UNITS[1:], strict=False):
@@ -158,7 +185,7 @@ def _bare_epochs(np, tf, prepared: Path, epochs: int) -> list[float]:
     @tf.function
     def epoch(order):
         loss = tf.constant(0.0)
-        for batch in tf.range(ROWS // BATCH):
+        for batch in tf.range(n_rows // BATCH):
             rows = order[batch * BATCH : (batch + 1) * BATCH]
             x = tf.cast(tf.gather(images, rows), tf.float32) / 255.0
             with tf.GradientTape() as tape:
@@ -188,7 +215,7 @@ def _bare_epochs(np, tf, prepared: Path, epochs: int) -> list[float]:
     times = []
     for _ in range(epochs + 1):
         started = time.perf_counter()
-        epoch(tf.random.shuffle(tf.range(ROWS))).numpy()
+        epoch(tf.random.shuffle(tf.range(n_rows))).numpy()
         times.append(time.perf_counter() - started)
     return times[1:]
 
@@ -197,30 +224,41 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs after the warm-up")
     parser.add_argument("--rounds", type=int, default=2, help="processes per way, alternating")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run on random images (figures meaningless)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.epochs, args.rounds = 1, 1
     if args.worker:
-        print(json.dumps(_worker(args.worker, args.epochs)))
+        print(json.dumps(_worker(args.worker, args.epochs, args.quick)))
         return
 
     epochs: dict[str, list[float]] = {way: [] for way in WAYS}
     matmul = 0.0
     for _ in range(args.rounds):
+        # One way at a time, so that they do not share the cores; --quick, whose figures mean
+        # nothing, starts them together.
+        workers = {}
         for way in WAYS:
             command = [sys.executable, __file__, "--worker", way, "--epochs", str(args.epochs)]
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-            done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                sys.exit(done.stderr)
-            result = json.loads(done.stdout.strip().splitlines()[-1])
+            command += ["--quick"] if args.quick else []
+            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONDONTWRITEBYTECODE": "1"}
+            workers[way] = _start(command, env)
+            if not args.quick:
+                workers[way] = _result(workers[way])
+        for way, worker in workers.items():
+            result = worker if isinstance(worker, dict) else _result(worker)
             epochs[way] += result["epoch_s"]
             matmul = max(matmul, result["tf_matmul_gflops"])
 
-    floor = flops_per_epoch() / (matmul * 1e9)
+    rows = QUICK_ROWS if args.quick else ROWS
+    floor = flops_per_epoch(rows) / (matmul * 1e9)
     seed = statistics.median(epochs["seed"])
     print(
-        f"{flops_per_epoch() / 1e9:.1f} GFLOP per 48,000-row epoch; TensorFlow float32 matmul "
-        f"rate here: {matmul:.0f} GFLOP/s, so a floor of {floor:.2f} s per epoch; "
+        f"{flops_per_epoch(rows) / 1e9:.1f} GFLOP per {rows:,}-row epoch; TensorFlow float32 "
+        f"matmul rate here: {matmul:.0f} GFLOP/s, so a floor of {floor:.2f} s per epoch; "
         f"{args.rounds} processes × {args.epochs} timed epochs per way; "
         f"load average {os.getloadavg()[0]:.1f}\n"
     )

@@ -168,13 +168,15 @@ def summary(times: list[float]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--repeats", type=int, help="timed runs of each (default 5; 1 with --quick)"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="a small copy (digits) built in a temporary dir"
     )
     parser.add_argument("--keep", action="store_true", help="keep the --quick copy")
     args = parser.parse_args()
-    repeats = 1 if args.quick and args.repeats == parser.get_default("repeats") else args.repeats
+    repeats = args.repeats or (1 if args.quick else 5)
 
     env = tool_env()
     load_before = os.getloadavg()[0]

@@ -11,7 +11,6 @@ The git repository the workers clone is read from `ATELIER_GIT_URL` (see `prefec
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import subprocess
@@ -84,12 +83,28 @@ def deploy(prefect_file: Path, names: list[str] | None = None) -> str:
     return result.stdout
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.deploy", description=__doc__)
-    parser.add_argument("--prefect-file", type=Path, default=Path("prefect.yaml"))
-    parser.add_argument("--name", action="append", dest="names")
+def main(argv: list[str] | None = None, *, prog: str = "python -m flows.deploy") -> int:
+    """`atelier deploy` (also `python -m flows.deploy`): check the pools, then deploy."""
+    from pipeline.cli import HelpParser
+    from pipeline.core.logs import setup_logging
+
+    parser = HelpParser(prog=prog, description=__doc__.replace("python -m flows.deploy", prog))
+    parser.add_argument(
+        "--prefect-file",
+        type=Path,
+        default=Path("prefect.yaml"),
+        metavar="FILE",
+        help="the deployments to deploy (default: prefect.yaml)",
+    )
+    parser.add_argument(
+        "--name",
+        action="append",
+        dest="names",
+        metavar="DEPLOYMENT",
+        help="deploy this deployment only (repeatable; e.g. nightly-retrain); default: all",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         print(deploy(args.prefect_file, args.names))
     except AtelierError as exc:

@@ -11,10 +11,8 @@ to spread a larger grid over machines, run one `sweep` per worker on part of the
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
-import logging
 import subprocess
 import sys
 import time
@@ -229,18 +227,62 @@ def sweep(
     return {"points": timings, "leaderboard": rows, "applied": applied}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.sweep", description=__doc__)
-    parser.add_argument("-e", "--experiment", required=True)
-    parser.add_argument(
-        "-g", "--grid", action="append", required=True, help="key=v1,v2,... (repeatable)"
+def main(argv: list[str] | None = None, *, prog: str = "python -m flows.sweep") -> int:
+    """`atelier flow sweep` (also `python -m flows.sweep`): parse, check, run the flow."""
+    from pipeline.cli import HelpParser, Listing
+    from pipeline.core.logs import setup_logging
+
+    parser = HelpParser(
+        prog=prog,
+        description=__doc__.replace("python -m flows.sweep", prog),
+        epilog_from=Listing(paths.PARAMS_FILE).experiments,
     )
-    parser.add_argument("-m", "--metric", default="test_accuracy")
-    parser.add_argument("-j", "--max-parallel", type=int, default=2)
-    parser.add_argument("--apply-best", action="store_true")
-    parser.add_argument("--project-dir", default=".")
+    parser.add_argument(
+        "-e",
+        "--experiment",
+        required=True,
+        metavar="NAME",
+        help="the experiment whose train and evaluate stages every point runs (listed below)",
+    )
+    parser.add_argument(
+        "-g",
+        "--grid",
+        action="append",
+        required=True,
+        metavar="KEY=V1,V2,...",
+        help="a params.yaml key as `dvc exp run -S` takes it and the values to try "
+        "(repeatable: the grid is every combination)",
+    )
+    parser.add_argument(
+        "-m",
+        "--metric",
+        default="test_accuracy",
+        help="the key of metrics/<experiment>.json that ranks the points (default: "
+        "test_accuracy; lowest first for losses and errors)",
+    )
+    parser.add_argument(
+        "-j",
+        "--max-parallel",
+        type=int,
+        default=2,
+        metavar="N",
+        help="points running at once, each a process (default: 2; at most the cores or GPUs)",
+    )
+    parser.add_argument(
+        "--apply-best",
+        action="store_true",
+        help="`dvc exp apply` the best point to the workspace afterwards",
+    )
+    parser.add_argument(
+        "--project-dir",
+        default=".",
+        metavar="DIR",
+        help="the project root, where dvc.yaml is (default: the current directory)",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug log lines")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="warnings and errors only")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose, args.quiet)
     grid: dict[str, list[Any]] = {}
     for item in args.grid:
         key, _, values = item.partition("=")

@@ -1,13 +1,12 @@
-"""The `atelier` command: the pipeline's stages, its checks, the model registry and the flows.
+"""The `atelier` command line: its parser, and help that answers the next question.
 
-`python -m pipeline <stage> [item]`, what dvc.yaml runs, is the same command under another name.
-It parses `params.yaml` once into the typed `Params`, builds paths, and calls the stage function.
-A user mistake (`AtelierError`) is printed as one message, without a traceback, and the process
-exits with status 2.
+The commands: the pipeline's stages (what dvc.yaml runs as `python -m pipeline <stage>`, the
+same command), `check`, `diff`, `where`, the model registry, and the Prefect flows.
+`pipeline/__main__.py` runs them; nothing here imports a stage, so building the parser (and the
+flows' `--help`, which uses `HelpParser` and `Listing`) never reaches TensorFlow.
 
-What the help lists (experiments, datasets, registry artifacts) is read from `params.yaml` and
-the catalog only when help is shown; TensorFlow is imported only by the stages that train or
-score a Keras model, and Prefect only by `flow` and `deploy`.
+What the help lists (experiments, datasets, models, registry artifacts) is read from the params
+file and the catalog only when help is shown; when the file cannot be read, help says so.
 """
 
 from __future__ import annotations
@@ -15,9 +14,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import functools
-import importlib
 import json
-import sys
 import textwrap
 from collections.abc import Callable
 from importlib import metadata
@@ -25,7 +22,6 @@ from pathlib import Path
 
 from pipeline.core import paths
 from pipeline.core.errors import AtelierError
-from pipeline.core.logs import setup_logging
 
 FLOWS = {
     "training": (
@@ -34,9 +30,9 @@ FLOWS = {
     ),
     "sweep": ("flows.sweep", "a grid of param overrides, each point a DVC experiment"),
 }
-REGISTRY_STAGES = ("staging", "prod")
 CHAMPIONS_DIR = paths.MODELS_DIR / "champions"
 PLOTS_PAGE = Path("dvc_plots") / "index.html"
+REGISTRY_STAGES = ("staging", "prod")
 HELP_WIDTH = 100
 
 DESCRIPTION = """\
@@ -45,7 +41,6 @@ Train, evaluate and ship the Keras experiments of params.yaml.
 The stage commands are what `dvc repro` runs (dvc.yaml calls `python -m pipeline <stage>`, the
 same command): run one by hand to debug it, `make repro` or `dvc repro` to run what changed.
 `%(prog)s <command> --help` says what a command takes and lists what exists."""
-
 EXAMPLES = (
     ("check", "validate params.yaml"),
     ("train digits_mlp", "train one experiment (what dvc repro train@digits_mlp runs)"),
@@ -320,6 +315,12 @@ def _add_tool_parsers(sub, listing: Listing) -> None:
     )
     diff.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     diff.add_argument("--plots-url", help="link to the rendered `dvc plots diff` (e.g. a CI run)")
+    diff.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help="exit 1 when a headline metric is worse than at base-rev beyond its tolerance "
+        "(diff.tolerance in params.yaml); exit 2 when base-rev has no metrics",
+    )
     sub.add_parser(
         "where",
         help="where to look after a run: the report, the champions, the plots",
@@ -396,27 +397,10 @@ def _add_flow_parsers(sub) -> None:
     deploy.add_argument("args", nargs=argparse.REMAINDER, help="see `deploy --help`")
 
 
-# --- running a command ---------------------------------------------------------------------------
+# --- names the commands take ---------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None, *, prog: str = "atelier") -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(prog, Listing(_params_file(argv)))
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose, args.quiet)
-    try:
-        if args.command in ("flow", "deploy"):
-            return _run_flow(args, prog)
-        if args.command == "where":
-            print(where())
-            return 0
-        return _run(args)
-    except AtelierError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _params_file(argv: list[str]) -> Path:
+def params_file(argv: list[str]) -> Path:
     """The `--params` of `argv`, read before parsing so that help lists what that file says."""
     for index, arg in enumerate(argv):
         if arg in ("flow", "deploy"):
@@ -426,30 +410,6 @@ def _params_file(argv: list[str]) -> Path:
         if arg.startswith("--params="):
             return Path(arg.partition("=")[2])
     return paths.PARAMS_FILE
-
-
-def _run_flow(args: argparse.Namespace, prog: str) -> int:
-    """Hand the arguments to `flows.<name>.main`; `-v`/`-q` given before `flow` go along."""
-    module, command = (
-        (FLOWS[args.flow][0], f"flow {args.flow}")
-        if args.command == "flow"
-        else ("flows.deploy", "deploy")
-    )
-    forwarded = ["-v"] * args.verbose + ["-q"] * args.quiet if args.command == "flow" else []
-    flow_main = importlib.import_module(module).main
-    return flow_main([*forwarded, *args.args], prog=f"{prog} {command}")
-
-
-def _run(args: argparse.Namespace) -> int:
-    from pipeline.params import load_params
-
-    params = load_params(args.params)
-    if args.command == "check":
-        print(f"{args.params}: OK ({len(params.experiments)} experiments)")
-        return 0
-    if getattr(args, "experiment", None) is not None:
-        require_experiment(params, args.experiment)
-    return STAGE_HANDLERS[args.command](args, params) or 0
 
 
 def require_experiment(params, name: str) -> None:
@@ -473,143 +433,6 @@ def require_experiment(params, name: str) -> None:
     )
 
 
-def _enabled_dataset(params, name: str):
-    from pipeline.data.catalog import get_dataset
-
-    spec = get_dataset(name)
-    if spec.name not in params.data.datasets:
-        raise AtelierError(
-            f"Dataset {spec.name!r} is not in params.yaml data.datasets "
-            f"{params.data.datasets}; add it there first."
-        )
-    return spec
-
-
-def _download(args, params) -> None:
-    from pipeline.stages.download import DownloadSettings, download
-
-    spec = _enabled_dataset(params, args.dataset)
-    settings = DownloadSettings(
-        mirrors=tuple(params.data.mirrors),
-        timeout_s=params.data.timeout_s,
-        retries=params.data.retries,
-    )
-    download(spec, paths.raw_dir(spec.name), settings)
-
-
-def _preprocess(args, params) -> None:
-    from pipeline.stages.preprocess import PreprocessSettings, preprocess
-
-    spec = _enabled_dataset(params, args.dataset)
-    settings = PreprocessSettings(seed=params.base.seed, test_fraction=params.data.test_fraction)
-    preprocess(
-        spec,
-        raw_dir=paths.raw_dir(spec.name),
-        out_dir=paths.prepared_dir(spec.name),
-        settings=settings,
-    )
-
-
-def _split(args, params) -> None:
-    from pipeline.stages.split import SplitSettings, split
-
-    spec = _enabled_dataset(params, args.dataset)
-    settings = SplitSettings(
-        val_fraction=params.split.val_fraction, folds=params.split.folds, seed=params.base.seed
-    )
-    split(
-        prepared_dir=paths.prepared_dir(spec.name),
-        out_dir=paths.split_dir(spec.name),
-        settings=settings,
-    )
-
-
-def _train(args, params) -> None:
-    from pipeline.stages.train import train_experiment
-
-    train_experiment(params, args.experiment, root=Path("."), fold=args.fold)
-
-
-def _crossval(args, params) -> None:
-    from pipeline.stages.crossval import crossval_experiment
-
-    crossval_experiment(params, args.experiment, root=Path("."))
-
-
-def _evaluate(args, params) -> None:
-    from pipeline.stages.evaluate import evaluate_experiment
-
-    evaluate_experiment(params, args.experiment, root=Path("."))
-
-
-def _report(args, params) -> None:
-    from pipeline.stages.report import build_report
-
-    build_report(params, root=Path("."))
-
-
-def _diff(args, params) -> None:
-    from pipeline.stages.diff import write_diff
-
-    write_diff(
-        args.base_rev,
-        root=Path("."),
-        output=args.output,
-        plots_url=args.plots_url,
-        experiments=list(params.experiments),
-    )
-
-
-def _select(args, params) -> None:
-    from pipeline.data.catalog import get_dataset
-    from pipeline.stages.select import select
-
-    spec = get_dataset(args.dataset)
-    select(params, spec.name, root=Path("."))
-
-
-def _registry(args: argparse.Namespace, params) -> int:
-    from pipeline import registry as reg
-
-    registry = reg.Registry(Path("."), params)
-    command = args.registry_command
-    if command == "register":
-        version = registry.register(args.artifact)
-        print(f"Registered {version.artifact} {version.version} at {version.commit[:7]}")
-    elif command == "promote":
-        # A refusal is a PromotionRefused whose message lists every rule with its figure.
-        promotion = registry.promote(
-            args.artifact, args.stage, version=args.version, force=args.force
-        )
-        print(reg.format_promotion(promotion))
-    elif command == "release":
-        print(reg.format_release(registry.release(args.artifact)))
-    elif command == "rollback":
-        done = registry.rollback(args.artifact, args.stage)
-        print(f"{done.artifact} {done.stage}: {done.from_version} -> {done.to_version}")
-    elif command == "show":
-        state = registry.show(args.artifact)
-        print(json.dumps(state, indent=2) if args.json else reg.format_show(state))
-    elif command == "get":
-        path = registry.get(args.artifact, args.output, stage=args.stage, version=args.version)
-        print(path)
-    return 0
-
-
-STAGE_HANDLERS: dict[str, Callable[[argparse.Namespace, object], int | None]] = {
-    "download": _download,
-    "preprocess": _preprocess,
-    "split": _split,
-    "train": _train,
-    "crossval": _crossval,
-    "evaluate": _evaluate,
-    "report": _report,
-    "diff": _diff,
-    "select": _select,
-    "registry": _registry,
-}
-
-
 # --- after a run ----------------------------------------------------------------------------------
 
 
@@ -631,8 +454,7 @@ def where(root: Path = Path(".")) -> str:
         )
     if not cards:
         lines.append("  none yet (`dvc repro` runs select@<dataset> after evaluate)")
-    page = "(already there)" if (root / PLOTS_PAGE).is_file() else "(open it in a browser)"
-    lines.append(f"Plots:      `dvc plots show` writes {PLOTS_PAGE} {page}")
+    lines.append(f"Plots:      `dvc plots show` writes {PLOTS_PAGE} (open it in a browser)")
     lines.append("Registry:   `atelier registry release <artifact>`; `atelier registry show`")
     return "\n".join(lines)
 

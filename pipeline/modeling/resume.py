@@ -99,15 +99,11 @@ class RunLock:
         if self._fd is None:
             return
         try:
-            if self.directory.is_dir() and [p.name for p in self.directory.iterdir()] == [
-                LOCK_NAME
-            ]:
-                self.path.unlink()
-                self.directory.rmdir()
-                with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # best effort: a leftover lock file is harmless
+                if [entry.name for entry in self.directory.iterdir()] == [LOCK_NAME]:
+                    self.path.unlink()
+                    self.directory.rmdir()
                     self.directory.parent.rmdir()  # checkpoints/, when no other run has state
-        except OSError:
-            pass  # best effort: leftovers are harmless, the next holder reuses them
         finally:
             os.close(self._fd)
             self._fd = None
@@ -123,15 +119,29 @@ class RunLock:
 
 
 def _holder_pid(fd: int) -> int | None:
-    """The PID the holder wrote into the lock file (it writes it just after locking)."""
+    """The PID the holder wrote into the lock file.
+
+    It writes it just after locking, over the PID of the file's last holder (a dead process):
+    until then, wait a little.
+    """
     deadline = time.monotonic() + 1.0
     while True:
         raw = os.pread(fd, 32, 0)
-        if raw.endswith(b"\n") and raw.strip().isdigit():
+        if raw.endswith(b"\n") and raw.strip().isdigit() and _alive(int(raw)):
             return int(raw)
         if time.monotonic() > deadline:
             return None
         time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _same_file(fd: int, path: Path) -> bool:

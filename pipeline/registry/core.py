@@ -19,7 +19,6 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from gto.constants import VersionSort
 from gto.versions import SemVer
 
 import pipeline.registry.store as store
@@ -116,18 +115,17 @@ class Registry:
         """
         check_stage(stage)
         self.dataset_of(artifact)
-        gto_artifact = self._gto_state().artifacts.get(artifact)
-        if gto_artifact is None:
-            return []
-        vstages = gto_artifact.get_vstages(
-            registered_only=True, versions_per_stage=-1, sort=VersionSort.Timestamp
-        ).get(stage, [])
+        names = tags.holder_names(self._gto_state().artifacts.get(artifact), stage)
         by_name = {v.version: v for v in self.versions(artifact)}
-        return [by_name[vstage.version] for vstage in vstages if vstage.version in by_name]
+        return [by_name[name] for name in names if name in by_name]
 
     def holder(self, artifact: str, stage: str) -> Version | None:
         holders = self.holders(artifact, stage)
         return holders[0] if holders else None
+
+    def stages_held(self, artifact: str, version: Version) -> set[str]:
+        """Every stage `version` was ever assigned, held now or not (`registry.stage_order`)."""
+        return tags.stages_held(self._gto_state().artifacts.get(artifact), version.version)
 
     def card(self, version: Version) -> dict:
         """The `card.json` of `version`, once its files passed verification against dvc.lock.
@@ -241,7 +239,8 @@ class Registry:
         """Assign `stage` to `version` (default: the latest) if it passes the rules.
 
         The rules read the cards of the version and of the stage's holder, each verified
-        against dvc.lock at its commit first; `--force` overrides rules, never verification.
+        against dvc.lock at its commit first, and the stages the version has held (for
+        `registry.stage_order`); `--force` overrides rules, never verification.
 
         Raises:
             PromotionRefused: a rule failed and `force` is false; its message lists the rules.
@@ -265,6 +264,8 @@ class Registry:
             rules=self.params.registry.for_dataset(self.dataset_of(artifact)),
             holder_card=self.card(holder) if holder else None,
             holder_version=holder.version if holder else None,
+            version=target.version,
+            held=self.stages_held(artifact, target),
         )
         promotion = Promotion(
             artifact=artifact,
@@ -286,8 +287,9 @@ class Registry:
     def release(self, artifact: str) -> Release:
         """Register the champion at HEAD if it changed, then promote it as far as rules allow.
 
-        Stages are tried in order (staging, then prod); the first refusal by rule stops the
-        climb and is reported in the result, not raised: this is what a scheduled flow runs.
+        Stages are tried in order (staging, then prod), so a version reaches prod through
+        staging as `registry.stage_order` asks; the first refusal by rule stops the climb and is
+        reported in the result, not raised: this is what a scheduled flow runs.
         Files that fail verification are raised (`FilesMismatch`), as by `promote`.
         """
         try:

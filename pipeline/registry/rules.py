@@ -7,6 +7,7 @@ calls them (`pipeline/registry/store.py`). A metric's direction comes from
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ class Rule:
     name: str
     figure: str
     passed: bool
+    fix: str | None = None  # what makes a failed rule pass, for the refusal message
 
     def __str__(self) -> str:
         return f"[{'PASS' if self.passed else 'FAIL'}] {self.name}: {self.figure}"
@@ -78,6 +80,8 @@ def check_rules(
     rules: RegistryParams,
     holder_card: dict | None = None,
     holder_version: str | None = None,
+    version: str = "this version",
+    held: Collection[str] = (),
 ) -> list[Rule]:
     """Evaluate `params.yaml`'s registry rules for promoting the version described by `card`.
 
@@ -88,13 +92,19 @@ def check_rules(
         rules: `params.registry` (for the artifact's dataset).
         holder_card: the verified card of the version holding `stage` now, if any.
         holder_version: that version's name, for the message.
+        version: the candidate's name, for the message.
+        held: every stage the candidate has ever been assigned (GTO's stage tags on it), for
+            `registry.stage_order`.
 
     Returns:
-        One `Rule` per threshold of the stage, then the baseline rule (when required), then the
-        rule against the current holder; promotion is allowed when all pass.
+        The order rule (when `stage_order` lists a stage before `stage`), then one `Rule` per
+        threshold of the stage, then the baseline rule (when required), then the rule against
+        the current holder; promotion is allowed when all pass.
     """
     metrics = card.get("metrics", {})
-    result = [
+    before = rules.required_before(stage)
+    result = [] if before is None else [_order_rule(before, stage, version, held)]
+    result += [
         _threshold_rule(metrics, metric, threshold, stage)
         for metric, threshold in rules.stages.get(stage, {}).items()
     ]
@@ -115,6 +125,16 @@ def check_rules(
     # At least `min_improvement`: with the default 0, a tie with the holder passes.
     result.append(Rule(name, figure, gain >= rules.min_improvement))
     return result
+
+
+def _order_rule(before: str, stage: str, version: str, held: Collection[str]) -> Rule:
+    # "Held" is "was ever assigned": a version that held staging and lost it to a newer one,
+    # or to a rollback, still went through staging.
+    name = f"held {before} before {stage}"
+    if before in held:
+        return Rule(name, f"{version} has held {before}", True)
+    fix = f"promote {version} to {before} first (registry.stage_order in params.yaml)"
+    return Rule(name, f"{version} never held {before}", False, fix)
 
 
 def _threshold_rule(metrics: dict, metric: str, threshold: float, stage: str) -> Rule:
@@ -148,10 +168,12 @@ def is_number(value: Any) -> bool:
 def refusal_message(promotion: Promotion) -> str:
     """Why `promotion` was refused: the failed rules by name, then every rule with its figure."""
     failed = "; ".join(rule.name for rule in promotion.failed)
+    fixes = [f"\nTo pass {rule.name!r}: {rule.fix}." for rule in promotion.failed if rule.fix]
     return (
         f"Refused to promote {promotion.artifact} {promotion.version} to {promotion.stage}: "
         f"failed rule(s): {failed}.\n"
         + "\n".join(f"  {rule}" for rule in promotion.rules)
+        + "".join(fixes)
         + "\nRules are in params.yaml `registry:`; --force promotes anyway and is recorded in "
         "the tag."
     )

@@ -1,4 +1,4 @@
-"""Git for the registry: running git, and creating GTO's tags atomically.
+"""Git for the registry: running git, creating GTO's tags atomically, and reading them back.
 
 The registry's state is GTO's tag format:
 
@@ -82,6 +82,37 @@ def create_counted_tag(root: Path, artifact: str, prefix: str, commit: str, line
         if create_tag(root, artifact, name, commit, "\n".join(lines)):
             return name
     raise RegistryError(f"Could not create a {prefix} tag: names kept being taken. Retry.")
+
+
+def holder_names(gto_artifact, stage: str) -> list[str]:
+    """The versions that hold `stage` in `gto_artifact` (an artifact of GTO's registry state),
+    the current holder first, then the ones before it.
+
+    This is `gto show`'s reading (registered versions, sorted by tag time): a version holds a
+    stage while its latest event for that stage is an assignment.
+    """
+    from gto.constants import VersionSort
+
+    if gto_artifact is None:
+        return []
+    vstages = gto_artifact.get_vstages(
+        registered_only=True, versions_per_stage=-1, sort=VersionSort.Timestamp
+    ).get(stage, [])
+    return [vstage.version for vstage in vstages]
+
+
+def stages_held(gto_artifact, version: str) -> set[str]:
+    """Every stage `version` of `gto_artifact` was ever assigned (`<artifact>#<stage>#N` tags on
+    its commit), whether it holds the stage still or lost it to a newer version or a rollback."""
+    if gto_artifact is None:
+        return set()
+    return {
+        stage
+        for candidate in gto_artifact.versions
+        if candidate.version == version
+        for stage, vstage in candidate.stages.items()
+        if vstage.assignments
+    }
 
 
 def registration_message(artifact: str, version: str, card: dict, champion_md5: str) -> str:

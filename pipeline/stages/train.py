@@ -241,21 +241,15 @@ def train_keras(
             f"{experiment.task}: re-run `dvc repro preprocess@{experiment.dataset}`."
         )
     # Every module that trains the run is loaded before the fingerprint hashes the code.
-    import pipeline.modeling.callbacks  # noqa: F401
+    from pipeline.modeling import callbacks, progress  # noqa: F401
 
     device = configure_device(runtime)
     seed_everything(seed, runtime.deterministic)
     strategy, model = _compiled_model(experiment, data, name=name, runtime=runtime, device=device)
     # Only once the model is known to fit the data: a refused model leaves no resume state.
-    run_fingerprint = fingerprint(
-        {
-            "experiment": experiment.model_dump(mode="json"),
-            "seed": seed,
-            "fold": fold,
-            "mixed_precision": device["mixed_precision"],  # the backup's variables differ
-        },
-        data.files,
-    )
+    run_params = {"experiment": experiment.model_dump(mode="json"), "seed": seed, "fold": fold}
+    run_params["mixed_precision"] = device["mixed_precision"]  # the backup's variables differ
+    run_fingerprint = fingerprint(run_params, data.files)
     state = ResumeState(checkpoint_dir, keys=history_keys(data.task))
     with _scope(strategy):
         resuming = state.start(run_fingerprint, model)

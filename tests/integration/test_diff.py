@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.core.errors import ParamsError
+from pipeline.params import Tolerance, parse_params
 from pipeline.stages.diff import COMMENT_MARKER, _delta, render_markdown
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -221,7 +223,7 @@ def test_render_summarises_each_task_by_its_own_metric_and_direction():
     assert "| `reg (K-fold)` | ensemble_test_mae | 41.0000 | 42.0000 | +1.0000 ↑ 🔴 |" in markdown
     assert "| hamming_loss | 0.0300 | 0.0200 |" not in markdown  # old first, then new
     assert "| hamming_loss | 0.0200 | 0.0300 | +0.0100 ↑ 🔴 |" in markdown
-    assert "| fold0_n_train | 235 | 236 | +1.0000 ↑ |" in markdown  # a count: no verdict
+    assert "| fold0_n_train | 235 | 236 | +1 ↑ |" in markdown  # a count: no verdict
 
 
 def test_a_change_below_the_shown_precision_is_neither_better_nor_worse():
@@ -230,3 +232,73 @@ def test_a_change_below_the_shown_precision_is_neither_better_nor_worse():
     assert _delta("test_mae", 42.5142, 42.6142) == "+0.1000 ↑ 🔴"
     assert _delta("test_accuracy", 0.8791, 0.8762) == "-0.0029 ↓ 🔴"
     assert _delta("train_time_s", 25.51, 25.53) == "≈"
+
+
+# --- noise: tolerances, regressions, hardware ---------------------------------------------------
+
+
+def test_a_change_within_its_tolerance_is_noise_not_better_or_worse():
+    tolerances = {"test_accuracy": Tolerance(abs=0.006), "test_mae": Tolerance(rel=0.03)}
+    assert _delta("test_accuracy", 0.8803, 0.8762, tolerances) == "-0.0041 ≈"
+    assert _delta("test_accuracy", 0.8803, 0.8702, tolerances) == "-0.0101 ↓ 🔴"
+    assert _delta("test_mae", 40.0, 41.0, tolerances) == "+1.0000 ≈"  # 2.5 % of 40
+    assert _delta("test_mae", 40.0, 41.5, tolerances) == "+1.5000 ↑ 🔴"
+    old = {"mlp": {"test_accuracy": 0.8803, "cpu_isa": "avx512"}}
+    new = {"mlp": {"test_accuracy": 0.8762, "cpu_isa": "avx2"}}
+    markdown = render_against_main(old, new, tolerances=tolerances)
+    assert "| `mlp` | test_accuracy | 0.8803 | 0.8762 | -0.0041 ≈ |" in markdown
+    assert "Worse beyond tolerance" not in markdown
+    assert "- `mlp` ran on different hardware: avx512 at the base, avx2 now" in markdown
+    worse = render_against_main(old, {"mlp": {"test_accuracy": 0.85}}, tolerances=tolerances)
+    assert "- mlp: test_accuracy 0.8803 → 0.8500 (-0.0303), worse beyond its tolerance ±0.006" in (
+        worse
+    )
+
+
+def test_a_negative_tolerance_is_refused_by_the_schema():
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["diff"] = {"tolerance": {"test_accuracy": {"abs": -0.01}}}
+    with pytest.raises(ParamsError, match=r"diff\.tolerance\.test_accuracy\.abs"):
+        parse_params(params)
+
+
+def set_accuracy(root: Path, name: str, value: float) -> None:
+    path = root / "metrics" / f"{name}.json"
+    metrics = json.loads(path.read_text())
+    metrics["test_accuracy"] = value
+    path.write_text(json.dumps(metrics))
+
+
+@pytest.mark.slow
+def test_fail_on_regression_exits_1_beyond_the_tolerance_and_0_within(repo):
+    root, base = repo["root"], repo["first_run"]
+    old = committed_metrics(root, base, "digits_sgd")["test_accuracy"]
+    saved = (root / "metrics" / "digits_sgd.json").read_text()
+    tolerance = yaml.safe_load((root / "params.yaml").read_text())["diff"]["tolerance"]
+    allowed = tolerance["test_accuracy"]["abs"]
+    try:
+        set_accuracy(root, "digits_sgd", old - allowed - 0.02)  # a worse run, beyond the noise
+        worse = diff(root, base, "--fail-on-regression", check=False)
+        assert worse.returncode == 1, worse.stderr
+        assert "error: 1 headline metric(s) worse than at " in worse.stderr
+        assert f"digits_sgd: test_accuracy {old:.4f} → {old - allowed - 0.02:.4f}" in worse.stderr
+        assert f"worse beyond its tolerance ±{allowed:g}" in worse.stderr
+        assert "Worse beyond tolerance" in worse.stdout  # the comment says so too
+        assert "Traceback" not in worse.stderr
+
+        set_accuracy(root, "digits_sgd", old - allowed / 2)  # within the noise: a pass
+        noise = diff(root, base, "--fail-on-regression", check=False)
+        assert noise.returncode == 0, noise.stderr
+        assert "| `digits_sgd` | test_accuracy |" in noise.stdout and " ≈ |" in noise.stdout
+    finally:
+        (root / "metrics" / "digits_sgd.json").write_text(saved)
+
+
+@pytest.mark.slow
+def test_fail_on_regression_against_a_base_without_metrics_is_not_a_pass(repo):
+    result = diff(repo["root"], repo["no_outputs"], "--fail-on-regression", check=False)
+    assert result.returncode == 2
+    assert "has no committed metrics (metrics/*.json): --fail-on-regression has nothing" in (
+        result.stderr
+    )
+    assert result.stdout == ""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -444,6 +445,119 @@ def test_rollback_and_get_refuse_a_forged_model_in_the_cache(small, tmp_path):
     with pytest.raises(FilesMismatch, match=r"model\.npz hashes to md5"):
         registry.get(ARTIFACT, out, version="v0.1.0")
     assert list(out.iterdir()) == []
+
+
+# --- promotion order -----------------------------------------------------------------------------
+
+
+def test_stage_order_sends_a_version_to_prod_only_through_staging(small):
+    params = small.params()
+    params["registry"]["stage_order"] = ["staging", "prod"]
+    small.write_params(params)
+    small.commit("prod only from staging")
+    registry = Registry(small.root)
+    registry.register(ARTIFACT)
+
+    refused = small.registry("promote", ARTIFACT, "--to", "prod", check=False)
+    assert refused.returncode == 2
+    assert "failed rule(s): held staging before prod." in refused.stderr
+    assert "  [FAIL] held staging before prod: v0.1.0 never held staging" in refused.stderr
+    assert "  [PASS] test_accuracy >= 0.9 for prod: test_accuracy = 0.9300" in refused.stderr
+    assert "To pass 'held staging before prod': promote v0.1.0 to staging first" in (refused.stderr)
+    assert small.run("git", "tag", "--list", f"{ARTIFACT}#*").stdout == ""
+
+    # Held, not holds: v0.1.0 went through staging, then lost it to v0.2.0; prod is open to it.
+    registry.promote(ARTIFACT, "staging")
+    new_champion(small, 0.95, seed=8)
+    registry.register(ARTIFACT)
+    registry.promote(ARTIFACT, "staging")
+    assert registry.holder(ARTIFACT, "staging").version == "v0.2.0"
+    to_prod = small.registry("promote", ARTIFACT, "--to", "prod", "--version", "v0.1.0").stdout
+    assert "v0.1.0 -> prod: promoted [digits-classifier#prod#3]" in to_prod
+    assert "  [PASS] held staging before prod: v0.1.0 has held staging" in to_prod
+
+    new_champion(small, 0.96, seed=9)
+    registry.register(ARTIFACT)
+    forced = small.registry("promote", ARTIFACT, "--to", "prod", "--force").stdout
+    assert "v0.3.0 -> prod: promoted (forced) [digits-classifier#prod#4]" in forced
+    assert "  [FAIL] held staging before prod: v0.3.0 never held staging" in forced
+    message = small.run("git", "tag", "--list", "--format=%(contents)", f"{ARTIFACT}#prod#4")
+    assert "forced: true (--force; failing rules overridden: held staging before prod)" in (
+        message.stdout
+    )
+
+    # release climbs staging, then prod: the order holds without --force.
+    new_champion(small, 0.97, seed=10)
+    released = small.registry("release", ARTIFACT).stdout
+    assert "v0.4.0 -> staging: promoted [digits-classifier#staging#5]" in released
+    assert "v0.4.0 -> prod: promoted [digits-classifier#prod#6]" in released
+    assert "  [PASS] held staging before prod: v0.4.0 has held staging" in released
+    assert small.gto_show()[ARTIFACT]["stage"] == {"staging": "v0.4.0", "prod": "v0.4.0"}
+
+
+# --- the README's registry block ----------------------------------------------------------------
+
+
+def readme_lifecycle(readme: Path) -> list[str]:
+    """The command lines of the fenced bash block after "Lifecycle:" in "## Model registry"."""
+    section = re.search(r"^## Model registry\n(.*?)(?=^## |\Z)", readme.read_text(), re.M | re.S)
+    assert section, f"{readme} has no '## Model registry' section"
+    block = re.search(r"^Lifecycle:\n+```bash\n(.*?)^```", section[1], re.M | re.S)
+    assert block, "the Model registry section has no ```bash block after 'Lifecycle:'"
+    lines = (line.strip() for line in block[1].splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_the_readme_registry_block_runs_as_written(project_root, tmp_path):
+    """Each line of the README's lifecycle block, run in the registry-only copy, exits 0.
+
+    What the copy changes, and why: the artifact is the copy's `digits-classifier`; it has no
+    training stages, so before each `dvc repro` (which runs only `select` there) the test writes
+    what training would have, each time a better champion; `-o /tmp/...` goes to this test's
+    directory; `git push origin` pushes to a bare repository standing in for the shared remote.
+    """
+    lines = readme_lifecycle(project_root / "README.md")
+    commands = {match[1] for line in lines if (match := re.search(r"\bregistry (\w+)", line))}
+    assert commands >= {"register", "promote", "release", "rollback", "show", "get"}, lines
+    project = make_project(project_root, tmp_path, only_select=True)
+    params = project.params()
+    params["registry"]["require_beat_baseline"] = False  # both experiments are sgd_logistic
+    params["registry"]["stage_order"] = yaml.safe_load((project_root / "params.yaml").read_text())[
+        "registry"
+    ].get("stage_order", [])
+    params["experiments"] = {
+        "digits_sgd": {"dataset": "digits", "model": {"name": "sgd_logistic"}},
+        "digits_tuned": {"dataset": "digits", "model": {"name": "sgd_logistic", "alpha": 0.001}},
+    }
+    project.write_params(params)
+    project.run("git", "init", "--quiet", "--bare", str(tmp_path / "origin.git"))
+    project.run("git", "remote", "add", "origin", str(tmp_path / "origin.git"))
+
+    trained = 0
+    for line in lines:
+        command = line.replace("fashion-mnist-classifier", ARTIFACT)
+        command = command.replace("/tmp/", f"{tmp_path}/")
+        if command.split()[:2] == ["dvc", "repro"]:
+            write_experiment(project, "digits_sgd", accuracy=0.91, seed=1)
+            write_experiment(
+                project, "digits_tuned", accuracy=0.93 + 0.02 * trained, seed=10 + trained
+            )
+            trained += 1
+        result = project.run("bash", "-c", command, check=False)
+        assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
+        if command.split()[:2] != ["dvc", "repro"]:  # what repro changes, the next line commits
+            status = project.run("git", "status", "--porcelain").stdout
+            assert status == "", f"`{line}` left the working tree dirty:\n{status}"
+
+    local = set(project.run("git", "tag", "--list").stdout.split())
+    remote = project.run("git", "ls-remote", "--tags", "origin").stdout
+    assert local and local == {
+        ref.removeprefix("refs/tags/").removesuffix("^{}") for ref in remote.split()[1::2]
+    }
+    registry = Registry(project.root)
+    for version in registry.versions(ARTIFACT):  # the order held all along, with no --force
+        held = registry.stages_held(ARTIFACT, version)
+        assert "prod" not in held or "staging" in held, (version.version, held)
 
 
 # --- the whole pipeline -------------------------------------------------------------------------

@@ -1,10 +1,11 @@
-"""Kill-and-resume: a training process killed with SIGKILL mid-run, then run again to the end.
+"""Interrupted and concurrent trainings: real `python -m pipeline train` processes on digits.
 
-The run is a real `python -m pipeline train` process on digits in a copy of the project. The test
-watches the resumable state on disk (not the clock): once `checkpoints/<exp>/history.csv` records
-epoch KILL_AFTER and Keras' backup says that epoch is done, the process is killed. Run again, it
-must finish the same total number of epochs, each recorded once, with `best.keras` the best epoch
-of the whole run, never replaced by a worse one after the resume.
+One training is killed with SIGKILL once `checkpoints/<exp>/` records epoch KILL_AFTER (the test
+watches the state on disk, not the clock), and its state is kept. Each test then runs again on a
+copy of that project: unchanged, it resumes to the same total of epochs, each recorded once, with
+`best.keras` the best epoch of the whole run; with a model module edited, or a state file
+corrupted, it says why in one log line and starts afresh. Two trainings of one run started
+together: one holds the lock and finishes, the other is refused with exit status 2.
 """
 
 from __future__ import annotations
@@ -17,11 +18,19 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+
+from pipeline.core import paths
+from pipeline.data.catalog import DIGITS
+from pipeline.params import load_params
+from pipeline.stages.download import DownloadSettings, download
+from pipeline.stages.preprocess import PreprocessSettings, preprocess
+from pipeline.stages.split import SplitSettings, split
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +48,7 @@ SETTINGS = {
     "learning_rate": 0.02,
     "patience": None,
 }
+DISCARDED = "not resuming from"  # the one log line of a discarded state
 
 
 def cli_env() -> dict[str, str]:
@@ -64,7 +74,7 @@ def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """A project copy whose params.yaml (the real one, shrunk) has digits prepared by the CLI."""
+    """A project copy whose params.yaml (the real one, shrunk) has digits prepared."""
     root = tmp_path_factory.mktemp("resume")
     shutil.copytree(
         PROJECT_ROOT / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__")
@@ -74,10 +84,31 @@ def project(tmp_path_factory) -> Path:
     params["experiments"] = {EXPERIMENT: SETTINGS}
     params["crossval"] = {"experiments": [], "folds": []}  # no K-fold runs
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for stage in ("download", "preprocess", "split"):
-        result = run_cli(root, stage, "digits")
-        assert result.returncode == 0, result.stderr
+    settings = load_params(root / "params.yaml")
+    download(DIGITS, paths.raw_dir("digits", root), DownloadSettings())
+    preprocess(
+        DIGITS,
+        raw_dir=paths.raw_dir("digits", root),
+        out_dir=paths.prepared_dir("digits", root),
+        settings=PreprocessSettings(
+            seed=settings.base.seed, test_fraction=settings.data.test_fraction
+        ),
+    )
+    split(
+        prepared_dir=paths.prepared_dir("digits", root),
+        out_dir=paths.split_dir("digits", root),
+        settings=SplitSettings(
+            val_fraction=settings.split.val_fraction,
+            folds=settings.split.folds,
+            seed=settings.base.seed,
+        ),
+    )
     return root
+
+
+def copy_project(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
@@ -118,15 +149,26 @@ def wait_for_epoch(process: subprocess.Popen, state_dir: Path, epoch: int, log: 
     pytest.fail(f"epoch {epoch} not backed up in 240 s:\n" + log.read_text())
 
 
-def test_killed_run_resumes_to_the_same_total_and_keeps_the_best_checkpoint(project, tmp_path):
-    state_dir = project / "checkpoints" / EXPERIMENT
-    out_dir = project / "models" / EXPERIMENT
-    log = tmp_path / "first-run.log"
+@dataclass(frozen=True)
+class Interrupted:
+    """A project whose training was killed mid-run, and what its state held at the kill."""
 
+    root: Path
+    backed_up: int
+    history: dict[int, dict[str, float]]
+    best: dict
+    best_model: bytes
+
+
+@pytest.fixture(scope="module")
+def interrupted(project, tmp_path_factory) -> Interrupted:
+    root = copy_project(project, tmp_path_factory.mktemp("killed") / "project")
+    state_dir = root / "checkpoints" / EXPERIMENT
+    log = root.parent / "first-run.log"
     with open(log, "w") as output:
         process = subprocess.Popen(
             command("train", EXPERIMENT),
-            cwd=project,
+            cwd=root,
             env=cli_env(),
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -139,20 +181,52 @@ def test_killed_run_resumes_to_the_same_total_and_keeps_the_best_checkpoint(proj
             process.kill()
             process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL
-
-    assert not out_dir.exists(), "a killed run must not leave models/<exp> behind"
+    assert not (root / "models" / EXPERIMENT).exists(), "a killed run leaves no models/<exp>"
+    # The dead process's lock file stays behind, with its PID: stale, free to take.
+    assert (state_dir / "lock").read_text().strip() == str(process.pid)
     backed_up = backed_up_epochs(state_dir / "backup")
     assert KILL_AFTER <= backed_up < EPOCHS
-    before_kill = {int(row["epoch"]): row for row in read_history(state_dir / "history.csv")}
-    best_before_kill = json.loads((state_dir / "best.json").read_text())
-    best_model_before_kill = (state_dir / "best.keras").read_bytes()
+    return Interrupted(
+        root=root,
+        backed_up=backed_up,
+        history={int(row["epoch"]): row for row in read_history(state_dir / "history.csv")},
+        best=json.loads((state_dir / "best.json").read_text()),
+        best_model=(state_dir / "best.keras").read_bytes(),
+    )
 
-    second = run_cli(project, "train", EXPERIMENT)
+
+def assert_complete_from_scratch(root: Path, result: subprocess.CompletedProcess) -> None:
+    """The run trained epochs 1..EPOCHS in this process, each once, and delivered them."""
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"{EXPERIMENT}: epoch 1/{EPOCHS} done" in result.stderr
+    summary = json.loads((root / "models" / EXPERIMENT / "train.json").read_text())
+    history = read_history(root / "models" / EXPERIMENT / "history.csv")
+    assert summary["resumed"] is False
+    assert summary["epochs_run"] == EPOCHS
+    assert [int(row["epoch"]) for row in history] == list(range(1, EPOCHS + 1))
+    assert not (root / "checkpoints" / EXPERIMENT).exists()
+
+
+def discard_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if DISCARDED in line]
+
+
+def test_killed_run_resumes_to_the_same_total_and_keeps_the_best_checkpoint(interrupted, tmp_path):
+    root = copy_project(interrupted.root, tmp_path / "project")
+    state_dir = root / "checkpoints" / EXPERIMENT
+    out_dir = root / "models" / EXPERIMENT
+    backed_up = interrupted.backed_up
+
+    second = run_cli(root, "train", EXPERIMENT)
 
     assert second.returncode == 0, second.stdout + second.stderr
+    assert "Traceback" not in second.stderr
     assert "resuming an interrupted run" in second.stderr
-    assert f"Epoch {backed_up + 1}/{EPOCHS}" in second.stdout  # went on where the backup was
-    assert "Epoch 1/" not in second.stdout  # and did not start over
+    assert not discard_lines(second.stderr)
+    # It went on where the backup was, and did not start over.
+    assert f"{EXPERIMENT}: epoch {backed_up + 1}/{EPOCHS} done" in second.stderr
+    assert f"{EXPERIMENT}: epoch {backed_up}/{EPOCHS}" not in second.stderr
 
     summary = json.loads((out_dir / "train.json").read_text())
     history = read_history(out_dir / "history.csv")
@@ -160,25 +234,116 @@ def test_killed_run_resumes_to_the_same_total_and_keeps_the_best_checkpoint(proj
     assert summary["epochs_run"] == EPOCHS  # in total, not EPOCHS more
     assert [int(row["epoch"]) for row in history] == list(range(1, EPOCHS + 1))
     for epoch in range(1, backed_up + 1):  # finished epochs were kept, not re-run
-        assert history[epoch - 1] == before_kill[epoch]
+        assert history[epoch - 1] == interrupted.history[epoch]
+    # DVCLive's plots have every epoch once too, even one it logged just before the kill.
+    with open(root / "live" / EXPERIMENT / "plots" / "metrics" / "eval" / "loss.tsv") as stream:
+        steps = [int(row["step"]) for row in csv.DictReader(stream, delimiter="\t")]
+    assert steps == list(range(EPOCHS))
 
     best = min(history, key=lambda row: row["val_loss"])
     assert summary["best_epoch"] == int(best["epoch"])
     assert summary["best_value"] == pytest.approx(best["val_loss"], abs=1e-6)
-    assert summary["best_value"] <= best_before_kill["value"] + 1e-9
-    if summary["best_epoch"] == best_before_kill["epoch"] <= backed_up:
+    assert summary["best_value"] <= interrupted.best["value"] + 1e-9
+    if summary["best_epoch"] == interrupted.best["epoch"] <= backed_up:
         # No epoch after the resume beat it: the file saved before the kill is the one delivered.
-        assert (out_dir / "best.keras").read_bytes() == best_model_before_kill
+        assert (out_dir / "best.keras").read_bytes() == interrupted.best_model
 
     # best.keras is the model of that epoch: its validation loss is the recorded best value.
     import keras
 
     model = keras.saving.load_model(out_dir / "best.keras", safe_mode=True)
-    x = np.load(project / "data" / "prepared" / "digits" / "x_train.npy")
-    y = np.load(project / "data" / "prepared" / "digits" / "y_train.npy")
-    val_idx = np.load(project / "data" / "split" / "digits" / "val_idx.npy")
+    x = np.load(root / "data" / "prepared" / "digits" / "x_train.npy")
+    y = np.load(root / "data" / "prepared" / "digits" / "y_train.npy")
+    val_idx = np.load(root / "data" / "split" / "digits" / "val_idx.npy")
     probabilities = np.asarray(model.predict(x[val_idx], verbose=0), dtype=np.float64)
     loss = float(-np.mean(np.log(probabilities[np.arange(len(val_idx)), y[val_idx]])))
     assert loss == pytest.approx(summary["best_value"], rel=1e-4)
 
     assert not state_dir.exists(), "the resume state is removed once the run is complete"
+
+
+def test_run_whose_model_code_changed_starts_afresh_and_says_why(interrupted, tmp_path):
+    root = copy_project(interrupted.root, tmp_path / "project")
+    builders = root / "pipeline" / "modeling" / "models.py"
+    builders.write_text(builders.read_text() + "\nCHANGED_AFTER_THE_KILL = True\n")
+
+    result = run_cli(root, "train", EXPERIMENT)
+
+    assert_complete_from_scratch(root, result)
+    [line] = discard_lines(result.stderr)
+    assert "code (pipeline.modeling.models) changed" in line
+    assert "starting afresh" in line
+    assert "params" not in line and "data (" not in line
+
+
+def test_corrupt_state_file_is_discarded_in_one_line_and_training_starts_afresh(
+    interrupted, tmp_path
+):
+    root = copy_project(interrupted.root, tmp_path / "project")
+    status = root / "checkpoints" / EXPERIMENT / "status.json"
+    status.write_bytes(status.read_bytes()[:20])  # cut short, as a failing disk might leave it
+
+    result = run_cli(root, "train", EXPERIMENT)
+
+    assert_complete_from_scratch(root, result)
+    [line] = discard_lines(result.stderr)
+    assert "status.json cannot be read" in line
+
+
+def test_second_training_of_a_run_is_refused_while_the_first_finishes(project, tmp_path):
+    root = copy_project(project, tmp_path / "project")
+    lock = root / "checkpoints" / EXPERIMENT / "lock"
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    streams = [open(path, "w") for path in logs]  # noqa: SIM115 (closed below)
+    processes = [
+        subprocess.Popen(
+            command("train", EXPERIMENT),
+            cwd=root,
+            env=cli_env(),
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+        )
+        for stream in streams
+    ]
+    by_pid = {process.pid: process for process in processes}
+    holder = None
+    try:
+        # Whichever process takes the lock writes its PID there; stopped at once, it holds the
+        # lock for as long as the other needs to reach it, however slow the machine.
+        deadline = time.monotonic() + 120
+        while holder is None and time.monotonic() < deadline:
+            text = lock.read_text() if lock.is_file() else ""
+            if text.endswith("\n") and int(text) in by_pid:
+                holder = by_pid[int(text)]
+                holder.send_signal(signal.SIGSTOP)
+            elif any(process.poll() is not None for process in processes):
+                break
+            else:
+                time.sleep(0.01)
+        assert holder is not None, "no process took the lock:\n" + logs[0].read_text()
+        [other] = [process for process in processes if process is not holder]
+        other.wait(timeout=120)
+        holder.send_signal(signal.SIGCONT)
+        holder.wait(timeout=240)
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGCONT)
+            process.kill()
+            process.wait(timeout=60)
+        for stream in streams:
+            stream.close()
+
+    refused = logs[processes.index(other)].read_text()
+    finished = logs[processes.index(holder)].read_text()
+    assert other.returncode == 2, refused
+    assert f"error: Experiment {EXPERIMENT!r} is already being trained by process " in refused
+    assert f"process {holder.pid}," in refused
+    assert "Traceback" not in refused
+    assert holder.returncode == 0, finished
+    assert "Traceback" not in finished
+    summary = json.loads((root / "models" / EXPERIMENT / "train.json").read_text())
+    history = read_history(root / "models" / EXPERIMENT / "history.csv")
+    assert summary["epochs_run"] == EPOCHS
+    assert summary["resumed"] is False
+    assert [int(row["epoch"]) for row in history] == list(range(1, EPOCHS + 1))
+    assert not (root / "checkpoints").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,15 +14,18 @@ import pytest
 from pipeline.core.errors import AtelierError, ParamsError
 from pipeline.core.metrics import lower_is_better
 from pipeline.modeling.models import LinearPredictor
-from pipeline.params import RegistryParams, parse_params
+from pipeline.params import RegistryParams, load_params, parse_params
 from pipeline.registry import (
+    Promotion,
     RegistryError,
     check_rules,
+    format_promotion,
     format_show,
     next_version,
     parse_version,
     tree_md5,
 )
+from pipeline.registry.rules import promotion_tag_lines, refusal_message
 from pipeline.stages.select import select
 
 # --- versions -----------------------------------------------------------------------------------
@@ -179,6 +183,60 @@ def test_a_metrics_direction_comes_from_pipeline_core_metrics():
     assert holder_rule.passed and holder_rule.figure.endswith("(+0.0200)")
 
 
+ORDERED = RegistryParams(require_beat_baseline=False, stage_order=["staging", "prod"])
+
+
+def test_stage_order_lets_a_stage_go_only_to_a_version_that_held_the_one_before():
+    never = check_rules(card(0.97), stage="prod", rules=ORDERED, version="v0.3.0")
+    assert [str(rule) for rule in never] == [
+        "[FAIL] held staging before prod: v0.3.0 never held staging",
+        "[PASS] beats the prod holder by at least 0 in test_accuracy: no version holds prod yet",
+    ]
+    assert never[0].fix == "promote v0.3.0 to staging first (registry.stage_order in params.yaml)"
+    # Held, not holds: a version that lost staging to a newer one (or a rollback) went through it.
+    held = check_rules(card(0.97), stage="prod", rules=ORDERED, version="v0.3.0", held={"staging"})
+    assert str(held[0]) == "[PASS] held staging before prod: v0.3.0 has held staging"
+    staging = check_rules(card(0.97), stage="staging", rules=ORDERED, version="v0.3.0")
+    assert [rule.name for rule in staging] == [
+        "beats the staging holder by at least 0 in test_accuracy"
+    ]  # the first stage of the order is open to any version
+
+
+def test_without_stage_order_any_stage_is_open_to_any_version():
+    assert RegistryParams().stage_order == []
+    rules = check_rules(card(0.97), stage="prod", rules=RegistryParams(require_beat_baseline=False))
+    assert [rule.name for rule in rules] == ["beats the prod holder by at least 0 in test_accuracy"]
+
+
+def test_stage_order_holds_for_regression_and_multilabel_artifacts_too():
+    for dataset in ("diabetes", "garments"):
+        rules = ORDERED.for_dataset(dataset)
+        assert rules.required_before("prod") == "staging"
+        assert rules.required_before("staging") is None
+
+
+def test_a_refusal_by_stage_order_says_the_fix_and_force_records_the_override():
+    rules = check_rules(card(0.97), stage="prod", rules=ORDERED, version="v0.3.0")
+    refused = Promotion("digits-classifier", "v0.3.0", "prod", rules, promoted=False)
+    message = refusal_message(refused)
+    assert message.startswith(
+        "Refused to promote digits-classifier v0.3.0 to prod: failed rule(s): held staging "
+        "before prod.\n  [FAIL] held staging before prod: v0.3.0 never held staging\n"
+    )
+    assert (
+        "To pass 'held staging before prod': promote v0.3.0 to staging first "
+        "(registry.stage_order in params.yaml)." in message
+    )
+    forced = replace(refused, promoted=True, forced=True, tag="digits-classifier#prod#3")
+    assert format_promotion(forced).splitlines()[:2] == [
+        "digits-classifier v0.3.0 -> prod: promoted (forced) [digits-classifier#prod#3]",
+        "  [FAIL] held staging before prod: v0.3.0 never held staging",
+    ]
+    assert "forced: true (--force; failing rules overridden: held staging before prod)" in (
+        promotion_tag_lines(forced)
+    )
+
+
 # --- DVC's directory hash -----------------------------------------------------------------------
 
 
@@ -290,6 +348,35 @@ def test_registry_mistakes_name_the_key(registry, message):
     with pytest.raises(ParamsError) as error:
         parse_params({**BASE, "registry": registry})
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("order", "message"),
+    [
+        (
+            ["stagin", "prod"],
+            "registry.stage_order = ['stagin', 'prod']: unknown stage 'stagin' (did you mean "
+            "'staging'?); stages are staging, prod",
+        ),
+        (["staging", "staging"], "lists a stage twice"),
+        (["prod"], "registry.stage_order = ['prod']: needs two stages or more"),
+        (
+            ["prod", "staging"],
+            "must follow the order `release` climbs the stages: staging, prod",
+        ),
+        ("staging, prod", "registry.stage_order = 'staging, prod': Input should be a valid list"),
+    ],
+)
+def test_stage_order_mistakes_name_the_key(order, message):
+    with pytest.raises(ParamsError) as error:
+        parse_params({**BASE, "registry": {"stage_order": order}})
+    assert message in str(error.value)
+
+
+def test_the_project_promotes_to_prod_only_from_staging(project_root):
+    registry = load_params(project_root / "params.yaml").registry
+    assert registry.stage_order == ["staging", "prod"]
+    assert registry.required_before("prod") == "staging"
 
 
 # --- the select stage ---------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""Train stage on the digits dataset: bad input, learning, saved artefacts, determinism, callbacks.
+"""Train stage on the digits dataset: bad input, learning, saved artefacts, determinism, callbacks,
+the run lock and the resume state's checks.
 
 Each test works in a copy of the project under `tmp_path` whose params.yaml is the real one shrunk
 to the digits dataset (bundled with scikit-learn, no network). The digits arrays are prepared once
-per module; the CLI runs (`python -m pipeline train <exp>`) are real processes on the CPU.
+per module; the CLI runs (`python -m pipeline train <exp>`) are real processes on the CPU. Killed
+and concurrent trainings are in tests/integration/test_train_resume.py.
 """
 
 from __future__ import annotations
@@ -567,6 +569,194 @@ def test_backup_files_are_replaced_whole_never_rewritten_in_place(tmp_path):
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(restored.get_layer("classes").kernel), np.ones((64, 10))
     )
+
+
+# --- one training per run at a time; resumed only by the same run --------------------------------
+
+HOLD_LOCK = """
+import sys
+from pipeline.modeling.resume import RunLock
+RunLock(sys.argv[1], "x").acquire()
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_second_training_of_a_run_is_refused_naming_the_run_and_the_holder(tmp_path):
+    from pipeline.modeling.resume import RunLock, TrainingInProgress
+
+    directory = tmp_path / "checkpoints" / "x-fold1"
+    with RunLock(directory, "x-fold1"):
+        assert (directory / "lock").read_text() == f"{os.getpid()}\n"
+        with pytest.raises(TrainingInProgress) as caught:
+            RunLock(directory, "x-fold1").acquire()
+
+    assert isinstance(caught.value, AtelierError)  # the CLI's one-message exit with status 2
+    message = str(caught.value)
+    assert f"Experiment 'x-fold1' is already being trained by process {os.getpid()}," in message
+    assert not (tmp_path / "checkpoints").exists()  # it held nothing but the lock: removed
+
+
+def test_lock_left_by_a_killed_process_is_stale_and_free_to_take(tmp_path):
+    from pipeline.modeling.resume import RunLock, TrainingInProgress
+
+    directory = tmp_path / "checkpoints" / "x"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(directory)],
+        cwd=PROJECT_ROOT,
+        env=cli_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(TrainingInProgress, match=f"by process {holder.pid},"):
+            RunLock(directory, "x").acquire()
+    finally:
+        holder.kill()
+        holder.communicate(timeout=60)
+
+    assert (directory / "lock").read_text() == f"{holder.pid}\n"  # left behind by the dead one
+    with RunLock(directory, "x"):
+        assert (directory / "lock").read_text() == f"{os.getpid()}\n"
+
+
+def test_fingerprint_names_the_part_that_differs():
+    from pipeline.modeling.resume import Fingerprint
+
+    saved = Fingerprint(
+        params="p", data={"data/x.npy": "1", "data/y.npy": "2"}, code={"pipeline.a": "3"}
+    )
+
+    assert saved.differences(saved) == []
+    assert Fingerprint("q", saved.data, saved.code).differences(saved) == ["params"]
+    changed_data = Fingerprint("p", {**saved.data, "data/y.npy": "9"}, saved.code)
+    assert changed_data.differences(saved) == ["data (data/y.npy)"]
+    more_code = Fingerprint("p", saved.data, {**saved.code, "pipeline.b": "4"})
+    assert more_code.differences(saved) == ["code (pipeline.b)"]
+
+
+def test_data_fingerprint_follows_the_content_not_the_size_or_time(tmp_path):
+    from pipeline.modeling.resume import data_digests
+
+    array = tmp_path / "x_train.npy"
+    array.write_bytes(b"0123")
+    before = array.stat()
+    digest = data_digests({"x_train.npy": array})
+
+    array.write_bytes(b"3210")  # same size; the time set back below
+    os.utime(array, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    assert data_digests({"x_train.npy": array}) != digest
+
+
+def compiled(model):
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def interrupted_state(directory: Path, fingerprint, backup_of, epochs: int = 2):
+    """The state that a run killed after `epochs` epochs leaves, its backup `backup_of`'s."""
+    from pipeline.modeling.resume import ResumeState
+
+    state = ResumeState(directory)
+    state.start_afresh(fingerprint)
+    for epoch in range(1, epochs + 1):
+        state.epoch_done({"epoch": epoch, "loss": 0.5, "accuracy": 0.9, "val_loss": 0.6})
+    state.backup_dir.mkdir()
+    backup_of.save_weights(state.weights_path)
+    state.metadata_path.write_text(json.dumps({"epoch": epochs, "batch": 0}))
+    return state
+
+
+def resume_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "pipeline.modeling.resume"]
+
+
+def test_state_of_the_same_run_resumes_with_its_backup_weights(tmp_path, caplog):
+    from pipeline.modeling.resume import Fingerprint, ResumeState
+
+    trained = compiled(tiny_model())
+    trained.get_layer("classes").kernel.assign(np.full((64, 10), 0.5, dtype=np.float32))
+    fingerprint = Fingerprint(params="p", data={"x": "1"}, code={"pipeline.a": "2"})
+    interrupted_state(tmp_path / "x", fingerprint, trained)
+    model = compiled(tiny_model())
+
+    with caplog.at_level("INFO"):
+        assert ResumeState(tmp_path / "x").start(fingerprint, model) is True
+
+    assert resume_lines(caplog) == [
+        f"resuming an interrupted run from {tmp_path / 'x'} after epoch 2"
+    ]
+    np.testing.assert_array_equal(model.get_layer("classes").kernel.numpy(), 0.5)
+
+
+def test_backup_that_does_not_load_is_discarded_and_the_model_left_untouched(tmp_path, caplog):
+    """A backup of another architecture: Keras' `A total of … objects could not be loaded`."""
+    from pipeline.modeling.models import InputSpec, build_model
+    from pipeline.modeling.resume import Fingerprint, ResumeState
+    from pipeline.params import MLPParams
+
+    other = compiled(
+        build_model(MLPParams(name="mlp", units=[32]), InputSpec(shape=(8, 8), num_classes=10))
+    )
+    fingerprint = Fingerprint(params="p")
+    interrupted_state(tmp_path / "x", fingerprint, other)
+    model = compiled(tiny_model())
+    before = [variable.numpy() for variable in model.weights + model.optimizer.variables]
+
+    with caplog.at_level("INFO"):
+        assert ResumeState(tmp_path / "x").start(fingerprint, model) is False
+
+    [line] = resume_lines(caplog)
+    assert "its backup does not load into the model" in line
+    assert line.endswith("; starting afresh")
+    after = [variable.numpy() for variable in model.weights + model.optimizer.variables]
+    for old, new in zip(before, after, strict=True):
+        np.testing.assert_array_equal(old, new)
+    assert sorted(path.name for path in (tmp_path / "x").iterdir()) == ["status.json"]
+
+
+def break_status(state):
+    state.status_path.write_text('{"fingerprint": ')
+
+
+def drop_an_epoch(state):
+    state.history_path.write_text(state.history_path.read_text().replace("\n2,", "\n3,"))
+
+
+def break_best_model(state):
+    state.best_path.write_text(json.dumps({"epoch": 1, "value": 0.5, "monitor": "val_loss"}))
+    state.best_model_path.write_bytes(b"PK\x03\x04 not a whole zip")
+
+
+def lose_the_backup_metadata(state):
+    state.metadata_path.unlink()
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (break_status, "status.json cannot be read (JSONDecodeError"),
+        (drop_an_epoch, "its files cannot be loaded (ValueError: history.csv has epochs [1, 3]"),
+        (break_best_model, "its files cannot be loaded (BadZipFile"),
+        (lose_the_backup_metadata, "its files cannot be loaded (FileNotFoundError"),
+    ],
+)
+def test_damaged_state_is_discarded_in_one_line(tmp_path, caplog, damage, reason):
+    from pipeline.modeling.resume import Fingerprint, ResumeState
+
+    fingerprint = Fingerprint(params="p")
+    damage(interrupted_state(tmp_path / "x", fingerprint, compiled(tiny_model())))
+
+    with caplog.at_level("INFO"):
+        assert ResumeState(tmp_path / "x").start(fingerprint) is False
+
+    [line] = resume_lines(caplog)
+    assert line.startswith(f"not resuming from {tmp_path / 'x'}: {reason}")
+    assert json.loads((tmp_path / "x" / "status.json").read_text())["time_s"] == 0.0
 
 
 @pytest.mark.gpu
