@@ -19,10 +19,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
-import os
 import re
 import shutil
-import socket
 import time
 import zlib
 from collections.abc import Sequence
@@ -36,6 +34,7 @@ from urllib3.util import Retry, Timeout
 from pipeline.core.errors import DataError
 from pipeline.core.io import atomic_dir
 from pipeline.core.logs import format_duration
+from pipeline.core.processes import alive, host, owner_tag
 from pipeline.data.catalog import DatasetSpec, FileSpec
 
 log = logging.getLogger(__name__)
@@ -325,11 +324,6 @@ def _reason(exc: BaseException | None) -> str:
     return text
 
 
-def owner_tag(pid: int | None = None) -> str:
-    """`<pid>@<host>`: what a staging directory's name says about the process that made it."""
-    return f"{os.getpid() if pid is None else pid}@{_host()}"
-
-
 def remove_stale_partials(out_dir: Path) -> list[Path]:
     """Remove the staging directories of `out_dir` whose owner has died; return them.
 
@@ -343,28 +337,12 @@ def remove_stale_partials(out_dir: Path) -> list[Path]:
     removed: list[Path] = []
     for path in sorted(parent.iterdir()) if parent.is_dir() else ():
         match = pattern.fullmatch(path.name)
-        if match is None or match[2] != _host() or _alive(int(match[1])):
+        if match is None or match[2] != host() or alive(int(match[1])):
             continue
         shutil.rmtree(path, ignore_errors=True)
         log.info("%s: removed, left by process %s, which is gone", path, match[1])
         removed.append(path)
     return removed
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())[:64] or "localhost"
-
-
-def _alive(pid: int) -> bool:
-    if os.name != "posix" or pid <= 0:
-        return True  # cannot tell: keep the directory
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by another user
-    return True
 
 
 def copy_label_table(spec: DatasetSpec, out_dir: Path, settings: DownloadSettings) -> Path:

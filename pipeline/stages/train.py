@@ -33,9 +33,10 @@ from pipeline.core import paths
 from pipeline.core.errors import AtelierError, DataError
 from pipeline.core.io import atomic_dir, atomic_write_json, read_json
 from pipeline.core.metrics import mode
+from pipeline.core.runlock import RunLock
 from pipeline.modeling.device import configure_device, library_versions, seed_everything
 from pipeline.modeling.inputs import input_spec, make_datasets
-from pipeline.modeling.resume import ResumeState, RunLock, fingerprint
+from pipeline.modeling.resume import ResumeState, fingerprint
 from pipeline.params import TASK_METRIC, Experiment, Params, RuntimeParams
 
 log = logging.getLogger(__name__)

@@ -70,10 +70,12 @@ class Graph:
                 name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
                 self.files[name] = path.relative_to(root)
         self.imports: dict[str, set[str]] = {}
+        self.top_level: dict[str, set[str]] = {}
         self.external: dict[str, set[str]] = {}
         for name, path in self.files.items():
             tree = ast.parse((root / path).read_text())
             self.imports[name], self.external[name] = self._imports(ast.walk(tree))
+            self.top_level[name], _ = self._imports(tree.body)
 
     def _imports(self, nodes) -> tuple[set[str], set[str]]:
         project, external = set(), set()
@@ -118,7 +120,11 @@ class Graph:
         edges = dict(self.imports)
         for module in self.files:
             if module == ENTRY or module.startswith(COMMAND_LINE):
-                edges[module] = {t for t in self.imports[module] if not t.startswith(HANDLERS)}
+                # Another command's handler is imported inside the function that runs it;
+                # whatever is imported at module level runs for every command.
+                lazy = self.imports[module] - self.top_level[module]
+                handlers = {target for target in lazy if target.startswith(HANDLERS)}
+                edges[module] = self.imports[module] - handlers
         edges[ENTRY] = edges[ENTRY] | {COMMAND_MODULES[command]}
         saved, self.imports = self.imports, edges
         try:

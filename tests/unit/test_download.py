@@ -23,14 +23,9 @@ import pytest
 from ruamel.yaml import YAML
 
 from pipeline.core.errors import DataError
+from pipeline.core.processes import owner_tag
 from pipeline.data.catalog import DIGITS, FASHION_MNIST
-from pipeline.stages.download import (
-    CHUNK,
-    DownloadSettings,
-    Limits,
-    download,
-    owner_tag,
-)
+from pipeline.stages.download import CHUNK, DownloadSettings, Limits, download
 
 FAST = DownloadSettings(timeout_s=5, retries=3, backoff_factor=0.01, backoff_max_s=0.05)
 IMAGES = "train-images-idx3-ubyte.gz"

@@ -575,7 +575,7 @@ def test_backup_files_are_replaced_whole_never_rewritten_in_place(tmp_path):
 
 HOLD_LOCK = """
 import sys
-from pipeline.modeling.resume import RunLock
+from pipeline.core.runlock import RunLock
 RunLock(sys.argv[1], "x").acquire()
 print("locked", flush=True)
 sys.stdin.read()
@@ -583,7 +583,7 @@ sys.stdin.read()
 
 
 def test_second_training_of_a_run_is_refused_naming_the_run_and_the_holder(tmp_path):
-    from pipeline.modeling.resume import RunLock, TrainingInProgress
+    from pipeline.core.runlock import RunLock, TrainingInProgress
 
     directory = tmp_path / "checkpoints" / "x-fold1"
     with RunLock(directory, "x-fold1"):
@@ -598,7 +598,7 @@ def test_second_training_of_a_run_is_refused_naming_the_run_and_the_holder(tmp_p
 
 
 def test_lock_left_by_a_killed_process_is_stale_and_free_to_take(tmp_path):
-    from pipeline.modeling.resume import RunLock, TrainingInProgress
+    from pipeline.core.runlock import RunLock, TrainingInProgress
 
     directory = tmp_path / "checkpoints" / "x"
     holder = subprocess.Popen(

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import functools
-import json
-import textwrap
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
+from pipeline.cli.listing import REGISTRY_STAGES, Listing
+from pipeline.cli.summary import where
 from pipeline.core import paths
 from pipeline.core.errors import AtelierError
 
@@ -30,10 +29,6 @@ FLOWS = {
     ),
     "sweep": ("flows.sweep", "a grid of param overrides, each point a DVC experiment"),
 }
-CHAMPIONS_DIR = paths.MODELS_DIR / "champions"
-PLOTS_PAGE = Path("dvc_plots") / "index.html"
-REGISTRY_STAGES = ("staging", "prod")
-HELP_WIDTH = 100
 
 DESCRIPTION = """\
 Train, evaluate and ship the Keras experiments of params.yaml.
@@ -41,15 +36,6 @@ Train, evaluate and ship the Keras experiments of params.yaml.
 The stage commands are what `dvc repro` runs (dvc.yaml calls `python -m pipeline <stage>`, the
 same command): run one by hand to debug it, `make repro` or `dvc repro` to run what changed.
 `%(prog)s <command> --help` says what a command takes and lists what exists."""
-EXAMPLES = (
-    ("check", "validate params.yaml"),
-    ("train digits_mlp", "train one experiment (what dvc repro train@digits_mlp runs)"),
-    ("where", "the report, the champions, the plots"),
-    ("diff main", "what changed since main, as Markdown"),
-    ("registry show", "registered versions and their stages"),
-    ("flow training -e digits_mlp", "the pipeline as a Prefect flow"),
-    ("-q train fashion_cnn", "warnings and errors only"),
-)
 
 
 class HelpParser(argparse.ArgumentParser):
@@ -71,138 +57,6 @@ class HelpParser(argparse.ArgumentParser):
 
 
 # --- what exists: params.yaml and the catalog ---------------------------------------------------
-
-
-class Listing:
-    """The experiments, datasets, models and registry artifacts that help lists."""
-
-    def __init__(self, params_file: Path) -> None:
-        self.params_file = Path(params_file)
-
-    @functools.cached_property
-    def params(self):
-        """The parsed `Params`, or the message that says why they could not be read."""
-        from pipeline.params import load_params
-
-        try:
-            return load_params(self.params_file)
-        except (AtelierError, OSError, ValueError) as exc:
-            return str(exc)
-
-    def _unreadable(self) -> str | None:
-        if not isinstance(self.params, str):
-            return None
-        reason = self.params.splitlines()[0] if self.params else "unknown error"
-        check = "atelier check"
-        if self.params_file != paths.PARAMS_FILE:
-            check += f" --params {self.params_file}"
-        return (
-            f"{self.params_file} could not be read, so what it defines is not listed here:\n"
-            f"  {reason}\n`{check}` names every problem."
-        )
-
-    def experiments(self) -> str:
-        if (problem := self._unreadable()) is not None:
-            return problem
-        params = self.params
-        rows = [
-            (name, exp.dataset, _model_summary(exp)) for name, exp in params.experiments.items()
-        ]
-        lines = [f"Experiments ({self.params_file} `experiments`):", *_columns(rows)]
-        lines += _disabled_sets(params)
-        if params.crossval.experiments:
-            lines += _wrapped(
-                f"K-fold (--fold 0..{params.split.folds - 1}, crossval.experiments): "
-                + ", ".join(params.crossval.experiments)
-            )
-        return "\n".join(lines)
-
-    def datasets(self) -> str:
-        from pipeline.data.catalog import CATALOG
-
-        if (problem := self._unreadable()) is not None:
-            return f"Datasets in the catalog: {', '.join(CATALOG)}.\n{problem}"
-        enabled = list(self.params.data.datasets)
-        rows = [(name, CATALOG[name].kind, CATALOG[name].task) for name in enabled]
-        lines = [f"Datasets ({self.params_file} `data.datasets`):", *_columns(rows)]
-        others = [name for name in CATALOG if name not in enabled]
-        if others:
-            lines += _wrapped(
-                f"In the catalog (pipeline/data/catalog.py), not enabled: {', '.join(others)}"
-                " (add to data.datasets)"
-            )
-        return "\n".join(lines)
-
-    def models(self) -> str:
-        from pipeline.params import MODEL_NAMES
-
-        return "\n".join(_wrapped(f"Models (an experiment's model.name): {', '.join(MODEL_NAMES)}"))
-
-    def artifacts(self) -> str:
-        if (problem := self._unreadable()) is not None:
-            return problem
-        registry = self.params.registry
-        rows = [
-            (registry.artifact_name(name), name, registry.for_dataset(name).metric)
-            for name in self.params.data.datasets
-        ]
-        return "\n".join(
-            ["Registry artifacts (artifact, dataset, the metric that picks its champion):"]
-            + _columns(rows)
-            + [f"Stages: {', '.join(REGISTRY_STAGES)}"]
-        )
-
-    def summary(self, prog: str | None = None) -> str:
-        """Everything that exists; with `prog`, the examples too."""
-        if isinstance(self.params, str):
-            sections = [self.datasets(), self.models()]
-        else:
-            sections = [self.experiments(), self.datasets(), self.models(), self.artifacts()]
-        if prog is not None:
-            sections.append(
-                "Examples:\n"
-                + "\n".join(_columns([(f"{prog} {cmd}", what) for cmd, what in EXAMPLES]))
-            )
-        return "\n\n".join(sections)
-
-
-def _model_summary(experiment) -> str:
-    if not experiment.is_keras:
-        return f"{experiment.model.name} (scikit-learn)"
-    epochs = f"{experiment.epochs} epoch{'s' if experiment.epochs > 1 else ''}"
-    return f"{experiment.model.name}, {epochs}, batch {experiment.batch_size}"
-
-
-def _disabled_sets(params) -> list[str]:
-    off = {
-        name: [exp for exp in members if exp not in params.experiments]
-        for name, members in params.experiment_sets.items()
-    }
-    off = {name: members for name, members in off.items() if members}
-    if not off:
-        return []
-    return _wrapped(
-        "Experiment sets not enabled (add `*<set>` to experiments' `<<` list): "
-        + "; ".join(f"{name} ({', '.join(members)})" for name, members in off.items())
-    )
-
-
-def _wrapped(text: str) -> list[str]:
-    """A long line of a listing, wrapped; help keeps the listings' own line breaks."""
-    return textwrap.wrap(text, width=HELP_WIDTH, subsequent_indent="  ", break_on_hyphens=False)
-
-
-def _columns(rows: list[tuple[str, ...]]) -> list[str]:
-    if not rows:
-        return ["  (none)"]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return [
-        "  "
-        + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-        + "  "
-        + row[-1]
-        for row in rows
-    ]
 
 
 # --- the parser ----------------------------------------------------------------------------------
@@ -433,38 +287,12 @@ def require_experiment(params, name: str) -> None:
     )
 
 
-# --- after a run ----------------------------------------------------------------------------------
-
-
-def where(root: Path = Path(".")) -> str:
-    """Where a finished run left what a person reads: the report, the champions, the plots."""
-    report = paths.REPORTS_DIR / "report.md"
-    lines = [
-        f"Report:     {report}"
-        if (root / report).is_file()
-        else f"Report:     none yet ({report}: `dvc repro report` writes it)"
-    ]
-    cards = sorted((root / CHAMPIONS_DIR).glob("*/card.json"))
-    lines.append(f"Champions:  {CHAMPIONS_DIR}/<dataset>/ (model file and card.json)")
-    for card_path in cards:
-        card = _read_card(card_path)
-        lines.append(
-            f"  {card_path.parent.name:<16} {card.get('experiment', '?'):<24} "
-            f"{card.get('metric', '?')} {_figure(card.get('value'))}"
-        )
-    if not cards:
-        lines.append("  none yet (`dvc repro` runs select@<dataset> after evaluate)")
-    lines.append(f"Plots:      `dvc plots show` writes {PLOTS_PAGE} (open it in a browser)")
-    lines.append("Registry:   `atelier registry release <artifact>`; `atelier registry show`")
-    return "\n".join(lines)
-
-
-def _read_card(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _figure(value) -> str:
-    return f"{value:.4f}" if isinstance(value, int | float) else "?"
+__all__ = [
+    "FLOWS",
+    "HelpParser",
+    "Listing",
+    "build_parser",
+    "params_file",
+    "require_experiment",
+    "where",
+]
