@@ -6,6 +6,8 @@ TensorFlow and Keras are imported inside the functions, so importing this module
 from __future__ import annotations
 
 import contextlib
+import os
+from pathlib import Path
 
 from pipeline.params import RuntimeParams
 
@@ -35,7 +37,39 @@ def configure_device(runtime: RuntimeParams) -> dict:
     )
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     device = f"gpu x{len(gpus)} ({', '.join(names)})" if gpus else "cpu"
-    return {"device": device, "gpus": len(gpus), "mixed_precision": mixed}
+    return {
+        "device": device,
+        "gpus": len(gpus),
+        "mixed_precision": mixed,
+        "gpu": ", ".join(names) if names else None,
+        "cpu_isa": cpu_isa(),
+    }
+
+
+# The x86 instruction sets oneDNN picks its kernels by, widest first, with their cpuinfo flag.
+ISA_FLAGS = (("avx512", "avx512f"), ("avx2", "avx2"), ("avx", "avx"), ("sse41", "sse4_1"))
+
+
+def cpu_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The widest instruction set TensorFlow's CPU kernels can use here: the CPU's, lowered by
+    `ONEDNN_MAX_CPU_ISA` when set. Two runs on different sets differ by noise in their figures,
+    which the metric diff points out."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return "unknown"
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            break
+    native = next((name for name, flag in ISA_FLAGS if flag in flags), "other")
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").lower().replace("_", "").replace(".", "")
+    order = [name for name, _ in ISA_FLAGS]
+    capped = next((name for name in order if cap.startswith(name)), None)
+    if capped and native in order and order.index(capped) > order.index(native):
+        return capped
+    return native
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -60,6 +60,43 @@ class CNNParams(StrictModel):
     input_scaling: InputScaling = "rescale"
 
 
+class CompactCNNParams(StrictModel):
+    """A small convolutional network built for accuracy per FLOP (`compact_cnn`): stages of 3×3
+    convolutions (batch normalisation, ReLU) with 2×2 max pooling between stages, a dense layer,
+    dropout; training-only augmentation (random translation, horizontal flip); the experiment's
+    `learning_rate` is the peak of a linear warm-up followed by a cosine decay to zero at the
+    last epoch (`pipeline.modeling.optimizers.learning_rate_schedule`)."""
+
+    name: Literal["compact_cnn"]
+    filters: Annotated[list[PositiveInt], Field(min_length=1, max_length=5)] = Field(
+        [32, 64, 128],
+        description="Filters of each stage's convolutions; the image is max-pooled 2×2 between "
+        "stages (28×28 → 14×14 → 7×7 for three stages).",
+    )
+    convs_per_stage: Annotated[int, Field(ge=1, le=4)] = Field(
+        1, description="3×3 convolutions per stage, each with batch normalisation and ReLU."
+    )
+    dense_units: Annotated[int, Field(ge=0, le=4096)] = Field(
+        128,
+        description="Units of the dense layer on the flattened last stage; 0 replaces it by "
+        "global average pooling.",
+    )
+    dropout: DropoutRate = Field(0.3, description="Dropout rate before the softmax layer.")
+    warmup_epochs: Annotated[float, Field(ge=0.0, le=100.0)] = Field(
+        1.0,
+        description="Epochs over which the learning rate rises linearly from 0 to the "
+        "experiment's learning_rate (the peak); a cosine decay to 0 follows until the last epoch.",
+    )
+    translation: Annotated[float, Field(ge=0.0, le=0.5)] = Field(
+        0.1,
+        description="Training only: random shift of up to this fraction of the height and "
+        "width (0 for none); empty borders are black.",
+    )
+    horizontal_flip: bool = Field(
+        True, description="Training only: mirror half of the images left to right."
+    )
+
+
 class RegressorParams(DenseStack):
     """Seed 004's regression network: Dense(64) → Dense(32) → Dense(1) on z-scored features."""
 
@@ -94,17 +131,26 @@ ModelParams = Annotated[
         SoftmaxRegressionParams,
         MLPParams,
         CNNParams,
+        CompactCNNParams,
         RegressorParams,
         MultilabelMLPParams,
         SGDLogisticParams,
     ],
     Field(discriminator="name"),
 ]
-MODEL_NAMES = ("softmax_regression", "mlp", "cnn", "regressor", "multilabel_mlp", "sgd_logistic")
+MODEL_NAMES = (
+    "softmax_regression",
+    "mlp",
+    "cnn",
+    "compact_cnn",
+    "regressor",
+    "multilabel_mlp",
+    "sgd_logistic",
+)
 
 # What each task can learn with, and the metric Keras tracks for it besides the loss.
 TASK_MODELS = {
-    "classification": ("softmax_regression", "mlp", "cnn", "sgd_logistic"),
+    "classification": ("softmax_regression", "mlp", "cnn", "compact_cnn", "sgd_logistic"),
     "regression": ("regressor",),
     "multilabel": ("multilabel_mlp", "cnn"),  # cnn with a sigmoid head
 }

@@ -34,7 +34,12 @@ from pipeline.core.errors import AtelierError, DataError
 from pipeline.core.io import atomic_dir, atomic_write_json, read_json
 from pipeline.core.metrics import mode
 from pipeline.core.runlock import RunLock
-from pipeline.modeling.device import configure_device, library_versions, seed_everything
+from pipeline.modeling.device import (
+    configure_device,
+    cpu_isa,
+    library_versions,
+    seed_everything,
+)
 from pipeline.modeling.inputs import input_spec, make_datasets
 from pipeline.modeling.resume import ResumeState, fingerprint
 from pipeline.params import TASK_METRIC, Experiment, Params, RuntimeParams
@@ -192,6 +197,7 @@ def _train_sgd(
         "train_time_s": round(elapsed, 3),
         "params_count": predictor.count_params,
         "device": "cpu (scikit-learn)",
+        "cpu_isa": cpu_isa(),
         **library_versions(keras_too=False),
     }
     with atomic_dir(out_dir) as staging:

@@ -16,8 +16,12 @@ def class_slug(name: str) -> str:
 
 
 def run_facts(experiment, train: dict) -> dict:
-    """What every experiment's metrics file says about its run, from its `train.json`."""
-    return {
+    """What every experiment's metrics file says about its run, from its `train.json`.
+
+    `cpu_isa` (and `gpu` on a GPU) name the hardware: runs on different hardware differ by
+    noise, which the metric diff points out.
+    """
+    facts = {
         "best_epoch": int(train["best_epoch"]),
         "epochs_run": int(train["epochs_run"]),
         "train_time_s": float(train["train_time_s"]),
@@ -27,6 +31,10 @@ def run_facts(experiment, train: dict) -> dict:
         "dataset": experiment.dataset,
         "task": experiment.task,
     }
+    for key in ("cpu_isa", "gpu"):
+        if train.get(key):
+            facts[key] = str(train[key])
+    return facts
 
 
 def prepared_test_set(dataset: str, root: Path) -> tuple[Path, dict]:

@@ -163,11 +163,12 @@ def test_workflow_updates_one_comment_found_by_the_marker(tmp_path):
     steps = workflow["jobs"]["metrics"]["steps"]
     scripts = "\n".join(step.get("run", "") for step in steps)
     assert "make repro" in scripts and "dvc pull" in scripts
-    assert "python -m pipeline diff" in scripts
+    assert "python -m pipeline diff" in scripts and "--fail-on-regression" in scripts
+    gate = steps[-1]
+    assert gate["if"] == "steps.diff.outputs.status != '0'" and "exit 1" in gate["run"]
     post = next(step["run"] for step in steps if "--method PATCH" in step.get("run", ""))
     assert f"marker='{COMMENT_MARKER}'" in post
-    if shutil.which("jq") is None:
-        pytest.skip("jq is not installed: the comment filter is checked where it is")
+    assert shutil.which("jq"), "jq is needed to check the comment filter (.ci/run installs it)"
     # The same filter `gh api --jq` applies to the pull request's comments.
     query = post.split("--jq ", 1)[1].split(" | head", 1)[0].strip().strip('"')
     query = query.replace('\\"', '"').replace("$marker", COMMENT_MARKER)

@@ -5,7 +5,8 @@ Two kinds of project copy:
 - a *registry-only* copy whose dvc.yaml holds just the `select` stage and the artifacts, fed with
   hand-written metrics and baseline-format models (no TensorFlow: seconds per test) — for the
   refusals, the race, hash verification (a forged card or model in the DVC cache or remote is
-  refused by every command that would use it) and fetching from the DVC remote;
+  refused by every command that would use it), fetching from the DVC remote, the promotion
+  order (`registry.stage_order`), and the README's registry block run line by line as written;
 - the *whole pipeline* on digits (`slow`): train → evaluate → select → register → promote,
   a worse champion refused by name, a better one promoted, rollback, `get` and `load`.
 
@@ -642,16 +643,19 @@ def test_registry_lifecycle_on_the_real_pipeline(project_root, tmp_path):
     table = project.registry("show").stdout
     assert "digits-classifier (digits): latest v0.3.0; staging: -, prod: v0.1.0" in table
 
-    # get: from the remote (local cache removed), hash-checked, loads and predicts.
+    assert_prod_served_from_the_remote(project, tmp_path / "prod-model", card1)
+
+
+def assert_prod_served_from_the_remote(project: Project, out: Path, card: dict) -> None:
+    """`get` from the remote (local cache removed), hash-checked; `load` predicts as scored."""
     shutil.rmtree(project.root / ".dvc" / "cache")
-    out = tmp_path / "prod-model"
     project.registry("get", ARTIFACT, "--stage", "prod", "-o", str(out))
     model_file = out / "model.keras"
-    assert hashlib.md5(model_file.read_bytes()).hexdigest() == card1["model_md5"]
-    assert json.loads((out / "card.json").read_text()) == card1
+    assert hashlib.md5(model_file.read_bytes()).hexdigest() == card["model_md5"]
+    assert json.loads((out / "card.json").read_text()) == card
 
     model = load(ARTIFACT, stage="prod", root=project.root)
     x_test = np.load(project.root / "data/prepared/digits/x_test.npy")
     y_test = np.load(project.root / "data/prepared/digits/y_test.npy")
     accuracy = float(np.mean(np.argmax(model.predict(x_test, verbose=0), axis=1) == y_test))
-    assert accuracy == pytest.approx(card1["value"], abs=1e-6)
+    assert accuracy == pytest.approx(card["value"], abs=1e-6)

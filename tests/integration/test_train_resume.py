@@ -10,6 +10,7 @@ together: one holds the lock and finishes, the other is refused with exit status
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -347,3 +348,102 @@ def test_second_training_of_a_run_is_refused_while_the_first_finishes(project, t
     assert summary["resumed"] is False
     assert [int(row["epoch"]) for row in history] == list(range(1, EPOCHS + 1))
     assert not (root / "checkpoints").exists()
+
+
+# --- `dvc repro` killed, its training left running ----------------------------------------------
+
+DVC_FILES = ("dvc.yaml", ".dvcignore")
+DATA_STAGES = ("download@digits", "preprocess@digits", "split@digits")
+
+
+def dvc_env() -> dict[str, str]:
+    """`cli_env()` with the venv first on PATH: dvc.yaml's `python -m pipeline` is the venv's."""
+    env = cli_env()
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), *args],
+        cwd=root,
+        env=dvc_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def make_dvc_project(project: Path, target: Path) -> Path:
+    """A copy of `project` under DVC, its data stages recorded in dvc.lock as already run."""
+    root = copy_project(project, target)
+    for name in DVC_FILES:
+        shutil.copy2(PROJECT_ROOT / name, root / name)
+    for args in (("init", "--no-scm", "--force", "--quiet"), ("commit", "--force", *DATA_STAGES)):
+        result = dvc(root, *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+    return root
+
+
+def exited(pid: int) -> bool:
+    """Whether process `pid` has ended: gone, or a zombie that no one has reaped yet."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:  # an orphan is reaped by init, which may take its time
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False  # no /proc here (signal 0 said it exists), or it ended just now
+    return state == "Z"
+
+
+def test_rerun_after_dvc_is_killed_refuses_while_its_training_runs_then_completes(
+    project, tmp_path
+):
+    root = make_dvc_project(project, tmp_path / "project")
+    stage = f"train@{EXPERIMENT}"
+    state_dir = root / "checkpoints" / EXPERIMENT
+    log = tmp_path / "killed-dvc.log"  # dvc's output, then the orphaned training's
+    started = time.monotonic()
+    with open(log, "w") as output:
+        killed = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dvc"), "repro", stage],
+            cwd=root,
+            env=dvc_env(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group, as a terminal's job is
+        )
+    orphan = None
+    try:
+        wait_for_epoch(killed, state_dir, 1, log)
+        orphan = int((state_dir / "lock").read_text())
+        assert orphan != killed.pid
+        # Only dvc dies, as when the terminal that ran it is closed: the training goes on.
+        # Stopped at once, the orphan holds its lock for as long as the rerun needs to reach
+        # it, however slow the machine.
+        killed.send_signal(signal.SIGKILL)
+        os.kill(orphan, signal.SIGSTOP)
+        assert killed.wait(timeout=60) == -signal.SIGKILL  # reaped, as the shell would
+        assert not exited(orphan)
+
+        refused = dvc(root, "repro", stage)
+
+        os.kill(orphan, signal.SIGCONT)
+        deadline = time.monotonic() + 240
+        while not exited(orphan) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert exited(orphan), f"the orphaned training did not finish:\n{log.read_text()}"
+    finally:
+        for pid in (orphan, killed.pid):
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGCONT) if pid == killed.pid else None
+                    os.kill(pid, signal.SIGKILL)
+    print(refused.stdout, refused.stderr, log.read_text(), sep="\n----\n")
+
+    rerun = dvc(root, "repro", stage)
+    status = dvc(root, "status", stage)
+    print(rerun.stdout, rerun.stderr, status.stdout, status.stderr, sep="\n----\n")
+    print("elapsed", time.monotonic() - started)

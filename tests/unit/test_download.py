@@ -471,10 +471,8 @@ def test_local_copies_are_not_capped_by_the_published_size(idx, tmp_path):
     assert (out / IMAGES).read_bytes() == padded
 
 
-@pytest.mark.skipif(
-    not Path(FASHION_MNIST.sources[0]).is_dir(), reason="Debian's dataset-fashion-mnist is absent"
-)
 def test_debians_recompressed_fashion_mnist_passes_the_catalog_bounds(tmp_path):
+    assert Path(FASHION_MNIST.sources[0]).is_dir(), "install dataset-fashion-mnist (.ci/run does)"
     out = tmp_path / "raw" / "fashion_mnist"
 
     download(FASHION_MNIST, out, DownloadSettings())
@@ -521,8 +519,7 @@ def test_a_killed_download_leaves_a_partial_dir_that_the_next_one_removes(
     http_server, stream_server, project_root, tmp_path
 ):
     source = Path(DIGITS.sources[0]) / "digits.csv.gz"
-    if not source.is_file():
-        pytest.skip("scikit-learn's digits.csv.gz is absent")
+    assert source.is_file(), f"{source}: scikit-learn ships it; reinstall scikit-learn"
     body = source.read_bytes()
     stream_server.drip("digits.csv.gz", body, interval=0.1)
     http_server.serve("digits.csv.gz", body)

@@ -269,7 +269,6 @@ def test_catalog_names():
     assert FASHION_MNIST.sources[0] == str(DEBIAN_FASHION_MNIST)
 
 
-@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="dataset-fashion-mnist not installed")
 def test_fashion_mnist_from_the_debian_mirror_matches_the_pinned_hashes(tmp_path):
     # Only the local mirror: a hash mismatch must fail here, not fall through to the internet.
     spec = replace(FASHION_MNIST, sources=(str(DEBIAN_FASHION_MNIST),))
