@@ -1,0 +1,1 @@
+"""Datasets: the catalog (sources, files, hashes, readers), label tables, the generated garments."""

@@ -1,0 +1,1 @@
+"""Matplotlib drawings on the Agg canvas: confusion matrices, curves, image grids. No TensorFlow."""

@@ -1,0 +1,1 @@
+"""One module per `dvc.yaml` stage (download … select), plus the metric diff."""

@@ -5,7 +5,10 @@ watches the state on disk, not the clock), and its state is kept. Each test then
 copy of that project: unchanged, it resumes to the same total of epochs, each recorded once, with
 `best.keras` the best epoch of the whole run; with a model module edited, or a state file
 corrupted, it says why in one log line and starts afresh. Two trainings of one run started
-together: one holds the lock and finishes, the other is refused with exit status 2.
+together: one holds the lock and finishes, the other is refused with exit status 2. A `dvc repro`
+killed mid-training leaves its training running as an orphan: a rerun meanwhile is refused (DVC's
+own lock, left by the dead dvc, does not stand in the way), and once the orphan has finished, a
+rerun trains the run whole and leaves `dvc status` clean.
 """
 
 from __future__ import annotations
@@ -352,6 +355,7 @@ def test_second_training_of_a_run_is_refused_while_the_first_finishes(project, t
 
 # --- `dvc repro` killed, its training left running ----------------------------------------------
 
+VENV_BIN = Path(sys.executable).parent
 DVC_FILES = ("dvc.yaml", ".dvcignore")
 DATA_STAGES = ("download@digits", "preprocess@digits", "split@digits")
 
@@ -359,13 +363,13 @@ DATA_STAGES = ("download@digits", "preprocess@digits", "split@digits")
 def dvc_env() -> dict[str, str]:
     """`cli_env()` with the venv first on PATH: dvc.yaml's `python -m pipeline` is the venv's."""
     env = cli_env()
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 
 def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(Path(sys.executable).parent / "dvc"), *args],
+        [str(VENV_BIN / "dvc"), *args],
         cwd=root,
         env=dvc_env(),
         capture_output=True,
@@ -379,7 +383,7 @@ def make_dvc_project(project: Path, target: Path) -> Path:
     root = copy_project(project, target)
     for name in DVC_FILES:
         shutil.copy2(PROJECT_ROOT / name, root / name)
-    for args in (("init", "--no-scm", "--force", "--quiet"), ("commit", "--force", *DATA_STAGES)):
+    for args in (("init", "--no-scm", "--quiet"), ("commit", "--force", *DATA_STAGES)):
         result = dvc(root, *args)
         assert result.returncode == 0, result.stdout + result.stderr
     return root
@@ -398,35 +402,33 @@ def exited(pid: int) -> bool:
     return state == "Z"
 
 
-def test_rerun_after_dvc_is_killed_refuses_while_its_training_runs_then_completes(
+def test_rerun_after_dvc_is_killed_is_refused_while_its_training_runs_then_completes(
     project, tmp_path
 ):
     root = make_dvc_project(project, tmp_path / "project")
     stage = f"train@{EXPERIMENT}"
     state_dir = root / "checkpoints" / EXPERIMENT
     log = tmp_path / "killed-dvc.log"  # dvc's output, then the orphaned training's
-    started = time.monotonic()
     with open(log, "w") as output:
         killed = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dvc"), "repro", stage],
+            [str(VENV_BIN / "dvc"), "repro", stage],
             cwd=root,
             env=dvc_env(),
             stdout=output,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own group, as a terminal's job is
+            start_new_session=True,  # its own process group, as a terminal's job has
         )
-    orphan = None
     try:
         wait_for_epoch(killed, state_dir, 1, log)
         orphan = int((state_dir / "lock").read_text())
-        assert orphan != killed.pid
-        # Only dvc dies, as when the terminal that ran it is closed: the training goes on.
+        # Only dvc dies, as when the terminal that ran it is closed; its training goes on.
         # Stopped at once, the orphan holds its lock for as long as the rerun needs to reach
         # it, however slow the machine.
-        killed.send_signal(signal.SIGKILL)
         os.kill(orphan, signal.SIGSTOP)
-        assert killed.wait(timeout=60) == -signal.SIGKILL  # reaped, as the shell would
-        assert not exited(orphan)
+        killed.send_signal(signal.SIGKILL)
+        assert killed.wait(timeout=60) == -signal.SIGKILL  # reaped, as its shell would
+        assert orphan != killed.pid
+        assert not exited(orphan), "the training finished before dvc could be killed"
 
         refused = dvc(root, "repro", stage)
 
@@ -434,16 +436,34 @@ def test_rerun_after_dvc_is_killed_refuses_while_its_training_runs_then_complete
         deadline = time.monotonic() + 240
         while not exited(orphan) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert exited(orphan), f"the orphaned training did not finish:\n{log.read_text()}"
+        assert exited(orphan), "the orphaned training did not finish:\n" + log.read_text()
     finally:
-        for pid in (orphan, killed.pid):
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGCONT) if pid == killed.pid else None
-                    os.kill(pid, signal.SIGKILL)
-    print(refused.stdout, refused.stderr, log.read_text(), sep="\n----\n")
+        # dvc and its training share the group: whatever of them is left goes, stopped or not.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=60)
 
+    # DVC takes its own lock, left by the killed dvc, as stale; ours refuses, naming the orphan.
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0, output
+    assert "Traceback" not in output
+    assert (
+        f"error: Experiment {EXPERIMENT!r} is already being trained by process {orphan}, "
+    ) in refused.stderr
+    assert f"failed to reproduce '{stage}'" in refused.stderr
+    # The orphan was left alone: it finished its run, every epoch once, and delivered it.
+    orphaned = log.read_text()
+    assert "Traceback" not in orphaned
+    assert f"{EXPERIMENT}: best epoch " in orphaned
+    history = read_history(root / "models" / EXPERIMENT / "history.csv")
+    assert [int(row["epoch"]) for row in history] == list(range(1, EPOCHS + 1))
+
+    # dvc.lock never recorded the orphan's run: the rerun trains it afresh, and records it.
     rerun = dvc(root, "repro", stage)
+
+    assert "Traceback" not in rerun.stdout
+    assert f"Running stage '{stage}'" in rerun.stdout
+    assert_complete_from_scratch(root, rerun)
     status = dvc(root, "status", stage)
-    print(rerun.stdout, rerun.stderr, status.stdout, status.stderr, sep="\n----\n")
-    print("elapsed", time.monotonic() - started)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "Data and pipelines are up to date." in status.stdout
