@@ -27,13 +27,23 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from ruamel.yaml import YAML
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATASET = "fashion_mnist"
 QUICK_DATASET = "digits"
 STAGES = ("download", "preprocess", "split")
 GOALS = {"three stages": 10.0, "no-op repro": 2.0, "prepared MB": 100.0}
+
+
+def read_params(path: Path) -> dict:
+    """`params.yaml` as DVC reads it: YAML 1.2 (PyYAML's 1.1 would read `1e-3` as text)."""
+    return YAML(typ="safe", pure=True).load(path.read_text())
+
+
+def write_params(path: Path, params: dict) -> None:
+    with path.open("w") as stream:
+        YAML(typ="safe", pure=True).dump(params, stream)
 
 
 def make_copy(destination: Path, dataset: str) -> None:
@@ -45,11 +55,11 @@ def make_copy(destination: Path, dataset: str) -> None:
     for name in ("dvc.yaml", "pyproject.toml", ".dvcignore", ".gitignore"):
         if (PROJECT_ROOT / name).exists():
             shutil.copy2(PROJECT_ROOT / name, destination / name)
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params = read_params(PROJECT_ROOT / "params.yaml")
     params["data"]["datasets"] = [dataset]
     params["experiments"] = {}
     params["crossval"] = {"experiments": [], "folds": []}  # no experiments, so no K-fold runs
-    (destination / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(destination / "params.yaml", params)
 
 
 def timed(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from ruamel.yaml import YAML
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"evaluate": 10.0, "report": 15.0}
@@ -40,6 +40,16 @@ REPORT_PROBE = (
     "print('TENSORFLOW_IMPORTED=' + str('tensorflow' in sys.modules))\n"
     "sys.exit(code)\n"
 )
+
+
+def read_params(path: Path) -> dict:
+    """`params.yaml` as DVC reads it: YAML 1.2 (PyYAML's 1.1 would read `1e-3` as text)."""
+    return YAML(typ="safe", pure=True).load(path.read_text())
+
+
+def write_params(path: Path, params: dict) -> None:
+    with path.open("w") as stream:
+        YAML(typ="safe", pure=True).dump(params, stream)
 
 
 def make_copy(destination: Path, epochs: int, datasets: list[str] | None = None) -> list[str]:
@@ -58,13 +68,13 @@ def make_copy(destination: Path, epochs: int, datasets: list[str] | None = None)
             shutil.copy2(PROJECT_ROOT / name, destination / name)
     (destination / ".dvc").mkdir()
     shutil.copy2(PROJECT_ROOT / ".dvc/config", destination / ".dvc/config")
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params = read_params(PROJECT_ROOT / "params.yaml")
     if datasets is not None:
         keep_datasets(params, datasets)
     for experiment in params["experiments"].values():
         if experiment["model"]["name"] != "sgd_logistic":
             experiment["epochs"] = min(int(experiment.get("epochs", 10)), epochs)
-    (destination / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(destination / "params.yaml", params)
     return list(params["experiments"])
 
 
@@ -141,7 +151,7 @@ def main() -> None:
                 dirs_exist_ok=True,
                 ignore=shutil.ignore_patterns("__pycache__"),
             )
-            experiments = list(yaml.safe_load((workdir / "params.yaml").read_text())["experiments"])
+            experiments = list(read_params(workdir / "params.yaml")["experiments"])
         else:
             experiments = make_copy(workdir, args.epochs, ["digits"] if args.quick else None)
         setup_s = 0.0

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from ruamel.yaml import YAML
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -50,6 +51,16 @@ class Shape:
     stages: tuple[str, ...] | None = None
 
 
+def read_params(path: Path) -> dict:
+    """`params.yaml` as DVC reads it: YAML 1.2 (PyYAML's 1.1 would read `1e-3` as text)."""
+    return YAML(typ="safe", pure=True).load(path.read_text())
+
+
+def write_params(path: Path, params: dict) -> None:
+    with path.open("w") as stream:
+        YAML(typ="safe", pure=True).dump(params, stream)
+
+
 def make_copy(destination: Path, shape: Shape, env: dict[str, str]) -> Path:
     """A committed git + DVC copy of the project, shrunk to `shape`."""
     destination.mkdir(parents=True)
@@ -65,7 +76,7 @@ def make_copy(destination: Path, shape: Shape, env: dict[str, str]) -> Path:
         stages = yaml.safe_load((destination / "dvc.yaml").read_text())
         stages["stages"] = {k: v for k, v in stages["stages"].items() if k in shape.stages}
         (destination / "dvc.yaml").write_text(yaml.safe_dump(stages, sort_keys=False))
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params = read_params(PROJECT_ROOT / "params.yaml")
     if shape.pipeline == "digits":
         params["data"]["datasets"] = ["digits"]
         params["experiments"] = {
@@ -78,7 +89,7 @@ def make_copy(destination: Path, shape: Shape, env: dict[str, str]) -> Path:
     params["crossval"] = (
         {**crossval, "experiments": kept} if kept else {"experiments": [], "folds": []}
     )
-    (destination / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(destination / "params.yaml", params)
     for command in (
         ["git", "init", "--quiet"],
         ["git", "config", "user.name", "bench"],

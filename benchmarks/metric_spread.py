@@ -69,7 +69,6 @@ def make_copy(destination: Path, experiment: str) -> None:
     chosen = params["experiments"][experiment]
     params["data"]["datasets"] = [chosen["dataset"]]
     params["experiments"] = {experiment: chosen}
-    params.pop("experiment_sets", None)
     params["crossval"] = {"experiments": [], "folds": []}
     (destination / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = tool_env()

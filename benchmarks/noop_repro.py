@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import yaml
+from ruamel.yaml import YAML
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -51,6 +52,16 @@ LABELS = {
     "status": "`dvc status`, nothing changed",
     "repro": "`dvc repro`, nothing to do",
 }
+
+
+def read_params(path: Path) -> dict:
+    """`params.yaml` as DVC reads it: YAML 1.2 (PyYAML's 1.1 would read `1e-3` as text)."""
+    return YAML(typ="safe", pure=True).load(path.read_text())
+
+
+def write_params(path: Path, params: dict) -> None:
+    with path.open("w") as stream:
+        YAML(typ="safe", pure=True).dump(params, stream)
 
 
 def tool_env() -> dict[str, str]:
@@ -87,7 +98,7 @@ def make_quick_copy(destination: Path, env: dict[str, str]) -> None:
     for name in COPIED:
         if (PROJECT_ROOT / name).exists():
             shutil.copy2(PROJECT_ROOT / name, destination / name)
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params = read_params(PROJECT_ROOT / "params.yaml")
     params["data"]["datasets"] = [QUICK_DATASET]
     params["experiments"] = {
         name: experiment
@@ -99,7 +110,7 @@ def make_quick_copy(destination: Path, env: dict[str, str]) -> None:
     params["crossval"] = (
         {**crossval, "experiments": kept} if kept else {"experiments": [], "folds": []}
     )
-    (destination / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(destination / "params.yaml", params)
     for command in (
         ["git", "init", "--quiet"],
         ["git", "config", "user.name", "Atelier benchmark"],

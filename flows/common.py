@@ -204,7 +204,10 @@ def load_params_with(root: Path, overrides: Mapping[str, Any]) -> Params:
 
 
 def write_overrides(root: Path, overrides: Mapping[str, Any]) -> None:
-    """Write `overrides` into `params.yaml`, keeping its comments and order (as `-S` does)."""
+    """Write `overrides` into `params.yaml` through DVC's own writer (`modify_yaml`, which
+    `dvc exp run -S` uses too), keeping its comments and order. Every setting that takes effect is
+    written out in `params.yaml`, so an override replaces an existing value: its line alone
+    changes."""
     if not overrides:
         return
     from dvc.utils.serialize import modify_yaml

@@ -1,6 +1,6 @@
 """`python -m pipeline <command>` (what dvc.yaml calls) and the `atelier` command: run a command.
 
-The parser and its help are `pipeline/cli.py`; this module runs what was asked. It parses
+The parser and its help are `pipeline/cli/`; this module runs what was asked. It parses
 `params.yaml` once into the typed `Params`, builds paths, and calls the stage function, imported
 only then (TensorFlow only for the commands that train or score a Keras model, Prefect only for
 `flow` and `deploy`). A user mistake (`AtelierError`) is printed as one message, without a
@@ -24,7 +24,8 @@ from pipeline.core.logs import setup_logging
 
 def main(argv: list[str] | None = None, *, prog: str = "atelier") -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(prog, Listing(params_file(argv)))
+    listing = Listing(params_file(argv))
+    parser = build_parser(prog, listing)
     args = parser.parse_args(argv)
     setup_logging(args.verbose, args.quiet)
     try:
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None, *, prog: str = "atelier") -> int:
         if args.command == "where":
             print(where())
             return 0
+        if args.command == "sets":
+            return _sets(args, listing)
         return _run(args)
     except AtelierError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -49,6 +52,19 @@ def _run_flow(args: argparse.Namespace, prog: str) -> int:
     forwarded = ["-v"] * args.verbose + ["-q"] * args.quiet if args.command == "flow" else []
     flow_main = importlib.import_module(module).main
     return flow_main([*forwarded, *args.args], prog=f"{prog} {command}")
+
+
+def _sets(args: argparse.Namespace, listing: Listing) -> int:
+    """`sets`: list the built-in experiment sets; `sets enable|disable NAME`: edit params.yaml."""
+    if args.sets_command is None:
+        print(listing.sets())
+        return 0
+    from pipeline.params.switch import disable_set, enable_set
+
+    switch = enable_set if args.sets_command == "enable" else disable_set
+    change = switch(args.name, args.params)
+    print(change.describe())
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

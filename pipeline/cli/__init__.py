@@ -1,7 +1,8 @@
 """The `atelier` command line: its parser, and help that answers the next question.
 
 The commands: the pipeline's stages (what dvc.yaml runs as `python -m pipeline <stage>`, the
-same command), `check`, `diff`, `where`, the model registry, and the Prefect flows.
+same command), `check`, `diff`, `where`, `sets` (the built-in experiment sets), the model
+registry, and the Prefect flows.
 `pipeline/__main__.py` runs them; nothing here imports a stage, so building the parser (and the
 flows' `--help`, which uses `HelpParser` and `Listing`) never reaches TensorFlow.
 
@@ -72,6 +73,7 @@ def build_parser(prog: str, listing: Listing) -> HelpParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     _add_stage_parsers(sub, listing)
     _add_tool_parsers(sub, listing)
+    _add_sets_parser(sub, listing)
     _add_registry_parser(sub, listing)
     _add_flow_parsers(sub)
     for name, subparser in sub.choices.items():
@@ -182,6 +184,26 @@ def _add_tool_parsers(sub, listing: Listing) -> None:
     )
 
 
+def _add_sets_parser(sub, listing: Listing) -> None:
+    """`sets`, `sets enable NAME`, `sets disable NAME`: the built-in experiment sets."""
+    sets = sub.add_parser(
+        "sets",
+        help="list the built-in experiment sets; enable or disable one in params.yaml",
+        description="List the built-in experiment sets (pipeline/params/sets.yaml), marking the "
+        "ones params.yaml enables;\n`enable`/`disable` add a set to params.yaml or remove it, "
+        "keeping the rest of the file as it is.",
+        epilog_from=listing.sets,
+    )
+    commands = sets.add_subparsers(dest="sets_command", metavar="<sets command>")
+    for verb, what in (
+        ("enable", "add a set's experiments, dataset(s) and K-fold entries to params.yaml"),
+        ("disable", "remove a set's experiments from params.yaml, and what only they used"),
+    ):
+        command = commands.add_parser(verb, help=what, description=what, epilog_from=listing.sets)
+        command.add_argument("name", metavar="NAME", help="an experiment set (listed below)")
+        _add_common_options(command, default=False)
+
+
 def _add_registry_parser(sub, listing: Listing) -> None:
     """`registry register|promote|release|rollback|show|get`: see pipeline/registry/.
 
@@ -270,14 +292,16 @@ def require_experiment(params, name: str) -> None:
     """Refuse an experiment that `params` does not define, listing those it does."""
     if name in params.experiments:
         return
+    from pipeline.params.sets import load_sets, set_of
+
     defined = sorted(params.experiments)
     close = difflib.get_close_matches(name, defined, n=1)
-    sets = [key for key, members in params.experiment_sets.items() if name in members]
+    found = set_of(name, load_sets())
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    if sets:
+    if found is not None:
         fix = (
-            f"{name!r} is in experiment set {sets[0]!r}, which is not enabled: add "
-            f"`*{sets[0]}` to experiments' `<<` list and its dataset to data.datasets."
+            f"{name!r} is in experiment set {found.name!r}, which is not enabled: "
+            f"`atelier sets enable {found.name}` adds its experiments to params.yaml."
         )
     else:
         fix = "Add it under `experiments:` or pick one of those."

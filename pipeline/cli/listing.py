@@ -18,6 +18,7 @@ HELP_WIDTH = 100
 
 EXAMPLES = (
     ("check", "validate params.yaml"),
+    ("sets enable mnist", "add the MNIST experiment set to params.yaml"),
     ("train digits_mlp", "train one experiment (what dvc repro train@digits_mlp runs)"),
     ("where", "the report, the champions, the plots"),
     ("diff main", "what changed since main, as Markdown"),
@@ -87,6 +88,39 @@ class Listing:
             )
         return "\n".join(lines)
 
+    def sets(self) -> str:
+        """The built-in experiment sets, each marked by whether params.yaml enables it."""
+        from pipeline.params.sets import load_sets
+
+        sets = load_sets()
+        problem = self._unreadable()
+        enabled = set() if problem is not None else set(self.params.experiments)
+        rows = []
+        for name, found in sets.items():
+            state = found.state(enabled)
+            mark = {"enabled": "*", "partly enabled": "~"}.get(state, " ")
+            rows.append((f"{mark} {name}", ", ".join(found.datasets), found.description))
+        lines = _wrapped(
+            f"Experiment sets (pipeline/params/sets.yaml); * enabled: all of its experiments "
+            f"are under {self.params_file} `experiments`; ~ partly:"
+        )
+        lines += [*_columns(rows), "Their experiments:"]
+        for name, found in sets.items():
+            lines += textwrap.wrap(
+                f"{name}: {', '.join(found.experiments)}",
+                width=HELP_WIDTH,
+                initial_indent="  ",
+                subsequent_indent="    ",
+                break_on_hyphens=False,
+            )
+        if problem is not None:
+            lines.append(problem)
+        lines += _wrapped(
+            "`atelier sets enable NAME` adds a set's experiments, dataset(s) and K-fold entries to "
+            "params.yaml; `atelier sets disable NAME` removes them."
+        )
+        return "\n".join(lines)
+
     def models(self) -> str:
         from pipeline.params import MODEL_NAMES
 
@@ -128,15 +162,18 @@ def _model_summary(experiment) -> str:
 
 
 def _disabled_sets(params) -> list[str]:
+    """The built-in sets whose experiments are not all enabled, with the ones missing."""
+    from pipeline.params.sets import load_sets
+
     off = {
-        name: [exp for exp in members if exp not in params.experiments]
-        for name, members in params.experiment_sets.items()
+        name: found.missing(params.experiments)
+        for name, found in load_sets().items()
+        if found.missing(params.experiments)
     }
-    off = {name: members for name, members in off.items() if members}
     if not off:
         return []
     return _wrapped(
-        "Experiment sets not enabled (add `*<set>` to experiments' `<<` list): "
+        "Experiment sets not enabled (`atelier sets enable <set>` adds one): "
         + "; ".join(f"{name} ({', '.join(members)})" for name, members in off.items())
     )
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.core.errors import AtelierError
+from pipeline.modeling.compact_cnn import build_compact_cnn
 from pipeline.params import (
     CNNParams,
     MLPParams,
@@ -25,8 +26,9 @@ from pipeline.params import (
     SGDLogisticParams,
     SoftmaxRegressionParams,
 )
+from pipeline.params.experiments import CompactCNNParams
 
-KERAS_MODELS = ("softmax_regression", "mlp", "cnn", "regressor", "multilabel_mlp")
+KERAS_MODELS = ("softmax_regression", "mlp", "cnn", "compact_cnn", "regressor", "multilabel_mlp")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ def build_model(params: ModelParams, spec: InputSpec, *, name: str = "model"):
         return _mlp(params, spec, name)
     if isinstance(params, CNNParams):
         return _cnn(params, spec, name)
+    if isinstance(params, CompactCNNParams):
+        return build_compact_cnn(params, spec, name)
     if isinstance(params, RegressorParams):
         return _regressor(params, spec, name)
     if isinstance(params, MultilabelMLPParams):

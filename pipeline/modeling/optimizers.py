@@ -68,8 +68,34 @@ class FusedAdam(keras.optimizers.Adam):
         return keras.optimizers.Adam.from_config(self.get_config())
 
 
-def make_optimizer(name: str, learning_rate: float, *, distributed: bool = False):
-    """The optimizer `name` (`sgd`, `rmsprop` or `adam`) with `learning_rate`.
+def learning_rate_schedule(experiment, *, steps_per_epoch: int):
+    """The learning rate an experiment trains with: its `learning_rate`, constant, or — for
+    models whose settings have `warmup_epochs` (`compact_cnn`) — Keras' `CosineDecay` schedule:
+    a linear rise from 0 to `learning_rate` over the warm-up, then a cosine decay to 0 at the end
+    of the experiment's last epoch.
+
+    The schedule is a standard Keras object inside the optimizer: it is saved in the optimizer's
+    config (the best checkpoint loads in safe mode) and counts the optimizer's `iterations`, which
+    the resume backup keeps, so a resumed run continues the same curve.
+    """
+    warmup_epochs = getattr(experiment.model, "warmup_epochs", None)
+    if warmup_epochs is None:
+        return experiment.learning_rate
+    total = max(1, experiment.epochs * steps_per_epoch)
+    warmup = min(total - 1, round(warmup_epochs * steps_per_epoch))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=total - warmup,
+        alpha=0.0,
+        warmup_target=experiment.learning_rate,
+        warmup_steps=warmup,
+        name="warmup_cosine",
+    )
+
+
+def make_optimizer(name: str, learning_rate, *, distributed: bool = False):
+    """The optimizer `name` (`sgd`, `rmsprop` or `adam`) with `learning_rate` (a float or a
+    `keras.optimizers.schedules.LearningRateSchedule`, see `learning_rate_schedule`).
 
     Adam is `FusedAdam` on one device; under a distribution strategy it is Keras' own.
     """

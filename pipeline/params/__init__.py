@@ -1,12 +1,14 @@
 """The schema of `params.yaml`: one typed object, parsed once, unknown keys refused.
 
-Every stage reads its settings from `Params`; nothing else in `pipeline/` opens `params.yaml`.
+Every stage reads its settings from `Params`; outside this package nothing opens `params.yaml`.
 A mistake is reported as a `ParamsError` whose lines name the key path
 (`experiments.fashion_mlp.epochs`), the value found and what is allowed.
 
 Modules by topic: `common` (strict base model, value types), `sections` (base, data, split,
 runtime), `experiments` (models and experiments), `crossval`, `registry`, `schema` (`Params` and
-its cross-section checks) and `loading` (reading the file, error messages).
+its cross-section checks) and `loading` (reading the file, error messages). The built-in
+experiment sets, `sets.yaml`, are read by `sets` and written into `params.yaml` by `switch`
+(`atelier sets enable|disable`), through the line edits of `yamltext`; the stages never read them.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -68,10 +68,18 @@ class CompactCNNParams(StrictModel):
     last epoch (`pipeline.modeling.optimizers.learning_rate_schedule`)."""
 
     name: Literal["compact_cnn"]
-    filters: Annotated[list[PositiveInt], Field(min_length=1, max_length=5)] = Field(
-        [32, 64, 128],
-        description="Filters of each stage's convolutions; the image is max-pooled 2×2 between "
-        "stages (28×28 → 14×14 → 7×7 for three stages).",
+    stem_filters: PositiveInt = Field(
+        24, description="Filters of the first 3×3 convolution, applied with stride stem_stride."
+    )
+    stem_stride: Literal[1, 2] = Field(
+        2,
+        description="Stride of the first convolution: 2 halves the image at once (28×28 → "
+        "14×14), which saves the cost of full-resolution feature maps.",
+    )
+    filters: Annotated[list[PositiveInt], Field(min_length=1, max_length=4)] = Field(
+        [48, 96],
+        description="Filters of each stage's convolutions after the stem; the feature maps are "
+        "max-pooled 2×2 between stages (14×14 → 7×7 for two stages).",
     )
     convs_per_stage: Annotated[int, Field(ge=1, le=4)] = Field(
         1, description="3×3 convolutions per stage, each with batch normalisation and ReLU."
@@ -159,6 +167,9 @@ TASK_METRIC = {"classification": "accuracy", "regression": "mae", "multilabel": 
 
 # --- experiments --------------------------------------------------------------------------------
 
+# Read by Keras training only: `optimizer` … `monitor` have no effect on `sgd_logistic`.
+TRAINING_KEYS = ("optimizer", "learning_rate", "epochs", "batch_size", "patience", "monitor")
+
 
 class Experiment(StrictModel):
     dataset: str
@@ -206,3 +217,20 @@ class Experiment(StrictModel):
     @property
     def is_keras(self) -> bool:
         return self.model.name != "sgd_logistic"
+
+    def effective_keys(self) -> tuple[str, ...]:
+        """The keys that take effect for this experiment, in the schema's order: `dataset` and
+        `model` always; the training keys for a Keras model (the scikit-learn baseline trains
+        by `model.max_iter`); `threshold` for a multi-label set only."""
+        keys = ["dataset", "model"]
+        if self.is_keras:
+            keys += TRAINING_KEYS
+            if self.task == "multilabel":
+                keys.append("threshold")
+        return tuple(keys)
+
+    def effective_settings(self) -> dict[str, Any]:
+        """Every key of `effective_keys` with its value, defaults filled in, the model's settings
+        included: what `params.yaml` writes out, so that `dvc exp run -S` can set any of them."""
+        settings = self.model_dump(mode="json")
+        return {key: settings[key] for key in self.effective_keys()}

@@ -16,6 +16,16 @@ from pipeline.core.yamlio import loads_yaml
 from pipeline.params.experiments import MODEL_NAMES
 from pipeline.params.schema import Params
 
+# Keys params.yaml once had, and where their job went.
+RETIRED_KEYS = {
+    ("experiment_sets",): (
+        ". Experiment sets are no longer part of params.yaml: they ship with the code "
+        "(pipeline/params/sets.yaml). Write the experiments to run under `experiments`, "
+        "settings spelled out, and delete `experiment_sets` (and any `<<: [*set, ...]`); "
+        "`atelier sets` lists the sets, `atelier sets enable NAME` adds one"
+    ),
+}
+
 
 def load_params(path: Path | str = "params.yaml") -> Params:
     """Read and validate `path`; raise `ParamsError` naming every mistake found."""
@@ -64,10 +74,11 @@ def _describe(error: dict) -> str:
         allowed = _allowed_keys(loc[:-1])
         hint = ""
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        if close:
+        if close and loc not in RETIRED_KEYS:
             hint = f" (did you mean {close[0]!r}?)"
         where = _key_path(loc[:-1]) or "the top level"
-        return f"{key}: unknown key{hint}; allowed keys under {where}: {', '.join(allowed)}"
+        fix = RETIRED_KEYS.get(loc, "")
+        return f"{key}: unknown key{hint}; allowed keys under {where}: {', '.join(allowed)}{fix}"
     if kind == "missing":
         return f"{key}: required key is missing"
     if kind == "union_tag_invalid":

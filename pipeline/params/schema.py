@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from pydantic import Field, model_validator
 
 from pipeline.core.errors import ParamsError
-from pipeline.params.common import EXPERIMENT_NAME_PATTERN, ExperimentName, StrictModel
+from pipeline.params.common import ExperimentName, StrictModel
 from pipeline.params.crossval import (
     CrossvalParams,
     check_dataset,
@@ -30,10 +28,8 @@ class Params(StrictModel):
     data: DataParams
     split: SplitParams = SplitParams()
     runtime: RuntimeParams = RuntimeParams()
-    # Named groups of experiments; `experiments` merges the enabled ones with YAML's `<<`.
-    experiment_sets: dict[
-        Annotated[str, Field(pattern=EXPERIMENT_NAME_PATTERN)], dict[ExperimentName, Experiment]
-    ] = Field(default_factory=dict)
+    # The enabled experiments, each written out once: every stage iterates them. The built-in
+    # sets they come from are pipeline/params/sets.yaml (`atelier sets`), not part of this file.
     experiments: dict[ExperimentName, Experiment] = Field(default_factory=dict)
     crossval: CrossvalParams = CrossvalParams()
     registry: RegistryParams = RegistryParams()

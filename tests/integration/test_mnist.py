@@ -1,9 +1,10 @@
-"""MNIST end to end, and the experiment-set switch that keeps it out of the default run.
+"""MNIST end to end, and the experiment-set switch (`atelier sets enable mnist`) that keeps it out
+of the default run.
 
 MNIST cannot be fetched on an offline machine, so the test serves MNIST-layout IDX files over a
 local HTTP server, listed in `data.mirrors` as a user would list a copy. The images are real
 handwritten digits — scikit-learn's bundled 8×8 digits, scaled up and padded to MNIST's 28×28 —
-so the experiments from params.yaml's `mnist` set have something to learn. Their checksums
+so the experiments of the built-in `mnist` set have something to learn. Their checksums
 differ from MNIST's, so the catalog entry is pinned to the fixture's for the test.
 """
 
@@ -20,6 +21,8 @@ import yaml
 from pipeline.core import paths
 from pipeline.data.catalog import CATALOG, IDX_FILES, MNIST, FileSpec
 from pipeline.params import load_params, parse_params
+from pipeline.params.sets import load_sets
+from pipeline.params.switch import enable_set
 from pipeline.stages.download import DownloadSettings, download
 from tests.conftest import prepare_dataset
 
@@ -52,7 +55,7 @@ def test_mnist_set_trains_and_evaluates_end_to_end(served_mnist, project_root, t
     from pipeline.stages.train import train_experiment
 
     raw = yaml.safe_load((project_root / "params.yaml").read_text())
-    experiment = {**raw["experiment_sets"]["mnist"]["mnist_mlp64_32"], "epochs": 4, "patience": 2}
+    experiment = {**load_sets()["mnist"].experiments["mnist_mlp64_32"], "epochs": 4, "patience": 2}
     raw["data"] |= {"datasets": ["mnist"], "mirrors": [served_mnist.url]}
     raw["experiments"] = {"mnist_mlp64_32": experiment}
     raw["crossval"] = {"experiments": [], "folds": []}
@@ -84,36 +87,21 @@ def test_mnist_download_with_a_corrupt_file_fails_and_leaves_nothing(http_server
     assert not out.exists()
 
 
-def enabled(text: str, *sets: str) -> str:
-    """params.yaml with `sets` added to the merged experiment sets and their datasets listed."""
-    default = "  <<: [*fashion_mnist, *digits, *diabetes, *garments]"
-    assert default in text
-    text = text.replace(
-        default,
-        "  <<: [*fashion_mnist, *digits, *diabetes, *garments, "
-        + ", ".join(f"*{name}" for name in sets)
-        + "]",
-    )
-    old = "  datasets: [fashion_mnist, digits, diabetes, garments]"
-    assert old in text
-    return text.replace(old, old[:-1] + ", " + ", ".join(sets) + "]")
-
-
 def test_default_run_leaves_mnist_out_and_one_switch_brings_it_in(project_root, tmp_path):
     default = load_params(project_root / "params.yaml")
     assert not any(exp.dataset == "mnist" for exp in default.experiments.values())
     assert "mnist" not in default.data.datasets
-    assert {"mnist_mlp512", "mnist_mlp64_32", "mnist_cnn"} <= set(default.experiment_sets["mnist"])
+    assert {"mnist_mlp512", "mnist_mlp64_32", "mnist_cnn"} <= set(load_sets()["mnist"].experiments)
 
-    (tmp_path / "params.yaml").write_text(
-        enabled((project_root / "params.yaml").read_text(), "mnist")
-    )
+    (tmp_path / "params.yaml").write_text((project_root / "params.yaml").read_text())
     (tmp_path / "dvc.yaml").write_text((project_root / "dvc.yaml").read_text())
+    enable_set("mnist", tmp_path / "params.yaml")  # what `atelier sets enable mnist` runs
     params = load_params(tmp_path / "params.yaml")
+    assert "mnist" in params.data.datasets
     assert {"mnist_mlp512", "mnist_mlp64_32", "mnist_cnn"} <= set(params.experiments)
     assert set(default.experiments) < set(params.experiments)
 
-    # DVC reads the same merge: the MNIST stages exist only once the set is enabled.
+    # DVC iterates the same experiments: the MNIST stages exist only once the set is enabled.
     subprocess.run(["git", "init", "--quiet"], cwd=tmp_path, check=True)
     subprocess.run(["dvc", "init", "--quiet"], cwd=tmp_path, check=True)
     listed = subprocess.run(

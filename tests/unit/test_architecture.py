@@ -38,6 +38,10 @@ COMMAND_MODULES = {
     "report": "pipeline.stages.report",
     "select": "pipeline.stages.select",
 }
+# The infrastructure every command loads (errors, io, paths, logging, the params schema, the
+# parser): a stage depends on each as one directory, which keeps dvc.lock short (a no-op
+# `dvc repro` parses it) at the cost of re-running on a change to a module of them it skips.
+INFRASTRUCTURE = ("pipeline/core", "pipeline/params", "pipeline/cli")
 ENTRY = "pipeline.__main__"
 COMMAND_LINE = "pipeline.cli"  # the parser and handlers behind `python -m pipeline` and `atelier`
 
@@ -134,25 +138,39 @@ class Graph:
 
     def suggested_deps(self, command: str) -> list[str]:
         """The code deps of a stage running `command`: a package directory where the stage can
-        import every module in it, the files otherwise."""
+        import every module in it and it holds nothing else, the files otherwise."""
         files = {self.files[module].as_posix() for module in self.stage_modules(command)}
         packages = sorted(
             {path.rpartition("/")[0] for path in files if path.count("/") >= 2},
             key=len,
         )
-        deps: list[str] = []
+        deps: list[str] = [
+            package
+            for package in INFRASTRUCTURE
+            if any(path.startswith(package + "/") for path in files)
+        ]
         for package in packages:
-            inside = {
-                self.files[m].as_posix()
-                for m in self.files
-                if self.files[m].as_posix().startswith(package + "/")
-            }
-            if inside <= files and not any(package.startswith(d + "/") for d in deps):
+            inside = files_under(package)
+            covered = any(package == d or package.startswith(d + "/") for d in deps)
+            if inside <= files and not covered:
                 deps.append(package)
         for path in sorted(files):
             if not any(path.startswith(d + "/") for d in deps):
                 deps.append(path)
         return sorted(deps)
+
+
+def files_under(dep: str) -> set[str]:
+    """The files DVC hashes for a dep: the file itself, or every file under the directory (data
+    files too: a YAML file next to the modules re-runs the stage when it changes)."""
+    path = ROOT / dep
+    if path.is_file():
+        return {dep}
+    return {
+        found.relative_to(ROOT).as_posix()
+        for found in path.rglob("*")
+        if found.is_file() and "__pycache__" not in found.parts
+    }
 
 
 def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
@@ -266,12 +284,9 @@ def code_dep_problems(dvc: dict, graph: Graph) -> list[str]:
         for path in sorted(path for path in files if not covered(path)):
             problems.append(f"{name}: runs {path}, which is not in its deps")
         for dep in code:
-            inside = {
-                path.as_posix()
-                for path in graph.files.values()
-                if path.as_posix() == dep or path.as_posix().startswith(dep + "/")
-            }
-            unused = sorted(inside - files)
+            if dep in INFRASTRUCTURE and any(path.startswith(dep + "/") for path in files):
+                continue
+            unused = sorted(files_under(dep) - files)
             if unused:
                 problems.append(f"{name}: depends on {dep}, but never imports {', '.join(unused)}")
         if problems and problems[-1].startswith(name + ":"):
@@ -310,10 +325,8 @@ def test_a_missing_dep_or_an_extra_import_is_caught(dvc_yaml, graph):
     broken = copy.deepcopy(dvc_yaml)
     deps = broken["stages"]["train"]["do"]["deps"]
     deps.remove("pipeline/params")
-    assert any(
-        problem.startswith("train: runs pipeline/params/")
-        for problem in code_dep_problems(broken, graph)
-    )
+    problems = code_dep_problems(broken, graph)
+    assert any(problem.startswith("train: runs pipeline/params/") for problem in problems)
     # An import that dvc.yaml does not cover: the report stage starts importing the registry.
     grown = copy.deepcopy(graph)
     grown.imports["pipeline.stages.report"] = grown.imports["pipeline.stages.report"] | {

@@ -27,6 +27,7 @@ from pipeline.cli import Listing, build_parser, where
 from pipeline.core.logs import DATE_FORMAT, format_duration, level_for
 from pipeline.data.catalog import DatasetSpec, FileSpec
 from pipeline.params import load_params
+from pipeline.params.sets import load_sets
 from pipeline.stages.download import DownloadSettings, download
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +40,7 @@ EXPERIMENTS = list(PARAMS.experiments)
 DATASETS = list(PARAMS.data.datasets)
 ARTIFACTS = [PARAMS.registry.artifact_name(dataset) for dataset in DATASETS]
 REGISTRY_COMMANDS = ("register", "promote", "release", "rollback", "show", "get")
+SETS = load_sets()
 
 # Each subcommand's help, and the names it must list.
 HELP_LISTS = {
@@ -56,6 +58,9 @@ HELP_LISTS = {
     ("where",): [],
     ("registry",): ARTIFACTS,
     **{("registry", command): ARTIFACTS for command in REGISTRY_COMMANDS},
+    ("sets",): list(SETS) + ["enable", "disable"],
+    ("sets", "enable"): list(SETS),
+    ("sets", "disable"): list(SETS),
     ("flow",): ["training", "sweep"],
     ("flow", "training"): EXPERIMENTS,
     ("flow", "sweep"): EXPERIMENTS,
@@ -151,6 +156,7 @@ def test_help_check_diff_and_registry_show_do_not_import_tensorflow(tmp_path):
         ["diff", "HEAD", "-o", str(tmp_path / "diff.md")],
         ["registry", "show"],
         ["where"],
+        ["sets"],
     ]
 
     def run(command):
@@ -185,8 +191,8 @@ def test_a_wrong_experiment_name_lists_the_real_ones():
 def test_an_experiment_of_a_set_not_enabled_says_how_to_enable_it():
     disabled = next(
         (name, set_name)
-        for set_name, members in PARAMS.experiment_sets.items()
-        for name in members
+        for set_name, found in SETS.items()
+        for name in found.experiments
         if name not in PARAMS.experiments
     )
     result = atelier("evaluate", disabled[0])
@@ -194,7 +200,7 @@ def test_an_experiment_of_a_set_not_enabled_says_how_to_enable_it():
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"experiment set {disabled[1]!r}, which is not enabled" in result.stderr
-    assert f"`*{disabled[1]}`" in result.stderr
+    assert f"`atelier sets enable {disabled[1]}`" in result.stderr
 
 
 # --- progress and log lines ---------------------------------------------------------------------

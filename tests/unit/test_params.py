@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -117,8 +116,8 @@ def test_unknown_model_lists_known_ones():
     message = problem(edited(**{"experiments.x.model": {"name": "resnet"}}))
     assert "experiments.x.model.name = 'resnet': unknown model" in message
     assert (
-        "known models: softmax_regression, mlp, cnn, regressor, multilabel_mlp, sgd_logistic"
-        in message
+        "known models: softmax_regression, mlp, cnn, compact_cnn, regressor, multilabel_mlp, "
+        "sgd_logistic" in message
     )
 
 
@@ -363,17 +362,39 @@ def test_duplicate_key_refused_with_both_lines(tmp_path, project_root):
     assert "DVC refuses duplicate keys" in message
 
 
-def test_repository_params_yaml_anchors_and_merge_keys(project_root):
-    """`experiments` is the merge (`<<`) of the enabled experiment sets, as DVC sees it."""
-    path = project_root / "params.yaml"
-    raw = load_yaml(path)
-    params = load_params(path)
-    enabled = re.search(r"^experiments:\n  <<: \[(.*)\]$", path.read_text(), re.MULTILINE)
-    assert enabled, "params.yaml's experiments no longer merge sets with `<<: [*set, ...]`"
-    sets = [name.strip().lstrip("*") for name in enabled.group(1).split(",")]
-    expected = {k: v for name in sets for k, v in raw["experiment_sets"][name].items()}
-    assert set(params.experiments) == set(expected)
-    assert raw["experiments"] == expected
+def test_repository_params_yaml_writes_each_enabled_experiment_once(project_root):
+    """`experiments` holds the enabled experiments themselves: no sets, anchors or merge keys,
+    so DVC, `dvc params diff` and the pull-request comment see each setting once."""
+    events = list(yaml.parse((project_root / "params.yaml").read_text()))
+    assert not [event for event in events if getattr(event, "anchor", None)]  # & and *
+    assert not [event for event in events if getattr(event, "value", None) == "<<"]
+    raw = load_yaml(project_root / "params.yaml")
+    assert "experiment_sets" not in raw
+    assert set(load_params(project_root / "params.yaml").experiments) == set(raw["experiments"])
+
+
+def test_repository_params_yaml_writes_every_effective_setting(project_root):
+    """Every key the schema accepts for an experiment and that takes effect for its task and model
+    is written out with its value, so `dvc exp run -S` can set it without `+`."""
+    from pipeline.params.experiments import TRAINING_KEYS, Experiment
+
+    raw = load_yaml(project_root / "params.yaml")
+    for name, written in raw["experiments"].items():
+        experiment = Experiment.model_validate(written)
+        expected = set(Experiment.model_fields)
+        if not experiment.is_keras:
+            expected -= {*TRAINING_KEYS, "threshold"}
+        elif experiment.task != "multilabel":
+            expected -= {"threshold"}
+        assert set(written) == expected, name
+        assert set(written["model"]) == set(type(experiment.model).model_fields), name
+        assert written == experiment.effective_settings(), name
+
+
+def test_params_with_experiment_sets_point_to_atelier_sets():
+    message = problem(edited(**{"experiment_sets": {"mnist": {}}}))
+    assert "experiment_sets: unknown key; allowed keys under the top level: base, data" in message
+    assert "`atelier sets enable NAME`" in message
 
 
 def test_make_repro_refuses_bad_params_before_dvc_runs(tmp_path, project_root):
