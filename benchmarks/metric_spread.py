@@ -72,9 +72,16 @@ def make_copy(destination: Path, experiment: str) -> None:
     params["crossval"] = {"experiments": [], "folds": []}
     (destination / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = tool_env()
-    for command in (["git", "init", "--quiet"], ["dvc", "init", "--quiet"]):
+    for command in (
+        ["git", "init", "--quiet"],
+        ["git", "config", "user.name", "Atelier benchmark"],
+        ["git", "config", "user.email", "bench@atelier.invalid"],
+        ["dvc", "init", "--quiet"],
+    ):
         run(command, destination, env)
     shutil.copy2(PROJECT_ROOT / ".dvc" / "config", destination / ".dvc" / "config")
+    run(["git", "add", "--all"], destination, env)  # DVCLive wants a commit to refer to
+    run(["git", "commit", "--quiet", "-m", "project copy"], destination, env)
     run(["dvc", "repro", f"split@{chosen['dataset']}"], destination, env)
 
 
