@@ -61,8 +61,25 @@ def validate_grid(root: Path, grid: dict[str, list[Any]], experiment: str) -> li
     combos = expand_grid(grid)
     for combo in combos:
         parsed = {key: parse_override_value(key, value) for key, value in combo.items()}
-        load_params_with(root, parsed).experiment(experiment)
+        chosen = load_params_with(root, parsed).experiment(experiment)
+        for key in parsed:
+            _require_effect(key, experiment, chosen)
     return combos
+
+
+def _require_effect(key: str, name: str, experiment) -> None:
+    """Refuse an override of a setting the experiment does not train with (`epochs` of the
+    scikit-learn baseline, `threshold` of a classifier): its points would all be the same run."""
+    prefix = f"experiments.{name}."
+    if not key.startswith(prefix):
+        return
+    setting = key.removeprefix(prefix).split(".")[0]
+    if setting not in experiment.effective_keys():
+        raise ParamsError(
+            f"Sweep key {key!r} changes nothing that {name!r} trains: a "
+            f"{experiment.model.name} {experiment.task} experiment takes "
+            f"{', '.join(experiment.effective_keys())}. Sweep one of those instead."
+        )
 
 
 def _set_arg(raw: dict, key: str, value: Any) -> str:

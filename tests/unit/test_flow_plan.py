@@ -41,3 +41,25 @@ def test_a_subset_keeps_the_folds_of_its_experiments_only(project_root):
 
     groups = plan_groups(STAGES, params, ["digits_mlp"])
     assert "train_fold" not in groups and "crossval" not in groups
+
+
+def test_a_sweep_over_a_setting_the_experiment_ignores_is_refused_before_training():
+    from pathlib import Path
+
+    import pytest
+
+    from flows.sweep import validate_grid
+    from pipeline.core.errors import ParamsError
+
+    root = Path(__file__).resolve().parents[2]
+    # The README's example: both learning rates reach the MLP, so both points are real runs.
+    points = validate_grid(
+        root, {"experiments.digits_mlp.learning_rate": ["0.001", "0.01"]}, "digits_mlp"
+    )
+    assert points == [
+        {"experiments.digits_mlp.learning_rate": "0.001"},
+        {"experiments.digits_mlp.learning_rate": "0.01"},
+    ]
+    # The scikit-learn baseline trains by model.max_iter; epochs would give two identical runs.
+    with pytest.raises(ParamsError, match="'experiments.digits_sgd.epochs' changes nothing"):
+        validate_grid(root, {"experiments.digits_sgd.epochs": ["3", "5"]}, "digits_sgd")
