@@ -17,13 +17,8 @@ count. Every layer is a standard Keras layer, so a saved model loads with
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pipeline.core.errors import AtelierError
 from pipeline.params.experiments import CompactCNNParams
-
-if TYPE_CHECKING:
-    from pipeline.modeling.models import InputSpec
 
 # Batch normalisation's moving averages: 0.9 rather than Keras' 0.99, so that they settle within
 # the few hundred steps of a short CPU run (at 0.99 they still carry a third of their initial
@@ -53,8 +48,9 @@ def forward_multiply_adds(params: CompactCNNParams, shape: tuple[int, ...], clas
     return total + features * classes
 
 
-def build_compact_cnn(params: CompactCNNParams, spec: InputSpec, name: str):
-    """The `compact_cnn` Keras model (not compiled) for image inputs described by `spec`."""
+def build_compact_cnn(params: CompactCNNParams, spec, name: str):
+    """The `compact_cnn` Keras model (not compiled) for image inputs described by `spec` (a
+    `pipeline.modeling.models.InputSpec`: shape, classes, value range)."""
     import keras
     from keras import layers
 
@@ -119,7 +115,7 @@ def _augmentation(x, params: CompactCNNParams):
     return x
 
 
-def _check_fits(params: CompactCNNParams, spec: InputSpec) -> None:
+def _check_fits(params: CompactCNNParams, spec) -> None:
     if len(spec.shape) not in (2, 3) or spec.task != "classification":
         raise AtelierError(
             f"Model 'compact_cnn' needs single-label image inputs (height, width[, channels]); "

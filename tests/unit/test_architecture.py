@@ -78,6 +78,7 @@ class Graph:
         self.external: dict[str, set[str]] = {}
         for name, path in self.files.items():
             tree = ast.parse((root / path).read_text())
+            _drop_type_checking_blocks(tree)
             self.imports[name], self.external[name] = self._imports(ast.walk(tree))
             self.top_level[name], _ = self._imports(tree.body)
 
@@ -158,6 +159,23 @@ class Graph:
             if not any(path.startswith(d + "/") for d in deps):
                 deps.append(path)
         return sorted(deps)
+
+
+def _drop_type_checking_blocks(tree: ast.AST) -> None:
+    """Remove `if TYPE_CHECKING:` blocks: their imports are for type checkers and never run."""
+    for node in ast.walk(tree):
+        for field in ("body", "orelse"):
+            block = getattr(node, field, None)
+            if isinstance(block, list):
+                block[:] = [
+                    child
+                    for child in block
+                    if not (
+                        isinstance(child, ast.If)
+                        and getattr(child.test, "id", getattr(child.test, "attr", ""))
+                        == "TYPE_CHECKING"
+                    )
+                ]
 
 
 def files_under(dep: str) -> set[str]:
