@@ -122,13 +122,16 @@ def test_diff_shows_param_changes_metric_deltas_and_new_experiments(repo, tmp_pa
     assert old["test_accuracy"] != new["test_accuracy"]  # the param change changed the model
     rows = experiment_table(markdown, "digits_sgd")
     assert next(iter(rows)) == "test_accuracy"  # the primary metric first
+    tolerance = yaml.safe_load((root / "params.yaml").read_text())["diff"]["tolerance"]
     for key in ("test_accuracy", "macro_f1", "test_loss", "cv_mean"):
         delta = new[key] - old[key]
         better = delta > 0 if key != "test_loss" else delta < 0
         assert rows[key][0] == f"{old[key]:.4f}" and rows[key][1] == f"{new[key]:.4f}"
-        assert (
-            rows[key][2] == f"{delta:+.4f} {'↑' if delta > 0 else '↓'} {'🟢' if better else '🔴'}"
-        )
+        if abs(delta) <= tolerance.get(key, {}).get("abs", 0.0):  # run-to-run noise
+            assert rows[key][2] == f"{delta:+.4f} ≈"
+        else:
+            arrow, mark = "↑" if delta > 0 else "↓", "🟢" if better else "🔴"
+            assert rows[key][2] == f"{delta:+.4f} {arrow} {mark}"
 
 
 @pytest.mark.slow
