@@ -166,8 +166,8 @@ def test_unknown_model_name_lists_the_known_ones():
     message = str(caught.value)
     assert "experiments.x.model.name = 'resnet50': unknown model" in message
     assert (
-        "known models: softmax_regression, mlp, cnn, regressor, multilabel_mlp, sgd_logistic"
-        in message
+        "known models: softmax_regression, mlp, cnn, compact_cnn, regressor, multilabel_mlp, "
+        "sgd_logistic" in message
     )
 
 
@@ -228,7 +228,7 @@ CLI_MISTAKES = [
         {"x": {**MLP, "model": {"name": "resnet50"}}},
         True,
         "experiments.x.model.name = 'resnet50': unknown model; known models: "
-        "softmax_regression, mlp, cnn, regressor, multilabel_mlp, sgd_logistic",
+        "softmax_regression, mlp, cnn, compact_cnn, regressor, multilabel_mlp, sgd_logistic",
         id="unknown-model",
     ),
     pytest.param(
