@@ -79,7 +79,7 @@ def write_regression_plots(
     plot_residuals(y_true, y_pred, out_dir / "residuals.png", title=title, target=target)
 
 
-# --- K-fold aggregate ---------------------------------------------------------------------------
+# --- the report's regression tables and sections ----------------------------------------------
 
 
 def regression_table(results: list[ExperimentResult]) -> list[str]:
