@@ -62,6 +62,7 @@ COMMON_KEYS = {
     "train_time_s",
     "params_count",
     "device",
+    "cpu_isa",
     "model",
     "dataset",
     "task",
