@@ -55,3 +55,20 @@ def atomic_write_json(path: Path, payload: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def mirror_tree(source: Path, target: Path) -> None:
+    """Make `target` hold the files of `source`: each changed file replaced atomically, files
+    that `source` no longer has removed. For small trees that a reader may open at any moment
+    (DVCLive's files under `live/`, read by `dvc exp show` while a run trains)."""
+    files = source.rglob("*") if source.is_dir() else ()
+    wanted = {path.relative_to(source) for path in files if path.is_file()}
+    for relative in sorted(wanted):
+        data = (source / relative).read_bytes()
+        destination = target / relative
+        if not destination.is_file() or destination.read_bytes() != data:
+            atomic_write_bytes(destination, data)
+    if target.is_dir():
+        for path in target.rglob("*"):
+            if path.is_file() and path.relative_to(target) not in wanted:
+                path.unlink()

@@ -1,4 +1,5 @@
-"""Keras callbacks for resumable training: history, atomic best checkpoint, early stopping.
+"""Keras callbacks for resumable training: history, atomic best checkpoint, early stopping,
+DVCLive's files mirrored where DVC reads them.
 
 Imported only by the Keras path of the train stage (it imports Keras).
 """
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import keras
 
-from pipeline.core.io import atomic_write_json
+from pipeline.core.io import atomic_write_json, mirror_tree
 from pipeline.core.metrics import mode
 from pipeline.modeling.optimizers import serving_copy
 
@@ -28,6 +29,26 @@ class HistoryLog(keras.callbacks.Callback):
         figures = {key: float(logs[key]) for key in self.state.keys if key in logs}
         row = {"epoch": epoch + 1, **figures}
         self.state.epoch_done(row)
+
+
+class LiveMirror(keras.callbacks.Callback):
+    """Copy DVCLive's files from the resume state to `live/<run>/` at the start of training and
+    after every epoch, so that `dvc exp show` and `dvc plots show` follow a run as it trains.
+
+    DVCLive writes into the resume state (a resumed run continues its curves there); `live/<run>`
+    is the stage's output, which DVC deletes before it runs the stage. Place it after DVCLive's
+    callback, so that an epoch's files are written before they are copied.
+    """
+
+    def __init__(self, source: Path, target: Path):
+        super().__init__()
+        self.source, self.target = Path(source), Path(target)
+
+    def on_train_begin(self, logs=None):
+        mirror_tree(self.source, self.target)
+
+    def on_epoch_end(self, epoch, logs=None):
+        mirror_tree(self.source, self.target)
 
 
 class BestCheckpoint(keras.callbacks.Callback):

@@ -5,20 +5,21 @@ so that `dvc metrics diff` and `dvc plots diff` need no remote):
 
 - `metrics/<experiment>.json` — flat keys, the same for every experiment: `test_accuracy`,
   `test_loss` (log loss of the predicted probabilities), macro and weighted precision/recall/F1,
-  per-class `precision_<slug>`/`recall_<slug>`/`f1_<slug>` (slug: the class name in lower case,
-  every other character than a-z and 0-9 replaced by `_`), the best epoch's `val_accuracy` and
-  `val_loss`, `best_epoch`, `epochs_run`, `train_time_s`, `params_count`, `device`, `model`,
-  `dataset`; the SGD baseline adds `cv_mean` and `cv_std`.
+  the best epoch's `val_accuracy` and `val_loss`, `best_epoch`, `epochs_run`, `train_time_s`,
+  `params_count`, `device`, `cpu_isa`, `model`, `dataset`, `task`; the SGD baseline adds
+  `cv_mean` and `cv_std`. Per-class figures are not metrics keys: each would be a column of
+  `dvc exp show` per experiment.
 - `plots/<experiment>/confusion.csv` — one `actual,predicted` row (class names) per test image,
   the input of DVC's `confusion` templates; `confusion.png`, the same matrix for people;
-  `classification_report.json` and `.md` (scikit-learn's report); `history.csv` (a copy of the
-  training curves; only its header for the baseline, which has no epochs) and
+  `classification_report.json` and `.md` (scikit-learn's report: each class's precision, recall
+  and F1); `history.csv` (a copy of the training curves; only its header for the baseline,
+  which has no epochs) and
   `misclassified.npz` — the confusion counts and the most confident mistakes with their images,
   so the report stage needs neither TensorFlow nor the test set.
 
 Regression experiments write `test_mae`, `test_mse`, `test_rmse`, `test_r2` and the plots
 `predictions.csv`, `scatter.png`, `residuals.png`; multi-label ones `subset_accuracy`,
-`hamming_loss`, micro/macro F1, per-label figures, and `per_label.csv`, `label_confusion.png`,
+`hamming_loss`, micro/macro F1, and `per_label.csv` (each label's figures), `label_confusion.png`,
 `predictions.png`. The scoring is the task's (`pipeline.tasks`), the loading and predicting
 `pipeline.modeling.loading`'s.
 
@@ -49,7 +50,7 @@ from pipeline.modeling.loading import (
 )
 from pipeline.params import Params
 from pipeline.tasks.classification import compute_metrics, load_test_set, write_plot_data
-from pipeline.tasks.common import prepared_test_set, run_facts
+from pipeline.tasks.common import prepared_test_set, run_facts, without_per_class
 from pipeline.tasks.multilabel import (
     multilabel_metrics,
     per_label_confusion,
@@ -88,7 +89,9 @@ def evaluate_classification(
     """Single-label classifiers (Keras or the SGD baseline): test figures, confusion, mistakes."""
     test = load_test_set(experiment.dataset, root)
     scores = predict_proba(model_dir, test.x, keras_model=experiment.is_keras)
-    metrics = compute_metrics(test.y, scores.proba, test.class_names)
+    metrics = without_per_class(
+        compute_metrics(test.y, scores.proba, test.class_names), test.class_names
+    )
 
     val_loss = train.get("val_loss")
     if val_loss is None and scores.kind == "sgd_logistic":
@@ -173,8 +176,8 @@ def evaluate_multilabel(experiment, name: str, train: dict, model_dir: Path, roo
     proba = predict_image_files(model_dir, files, y_true, image_size=size)
     y_pred = predicted_labels(proba, experiment.threshold)
 
-    metrics = multilabel_metrics(y_true, proba, names, threshold=experiment.threshold)
-    metrics |= {
+    scores = multilabel_metrics(y_true, proba, names, threshold=experiment.threshold)
+    metrics = without_per_class(scores, names) | {
         "val_loss": round(float(train["val_loss"]), ROUND_DIGITS),
         "val_binary_accuracy": round(float(train["val_binary_accuracy"]), ROUND_DIGITS),
         "threshold": experiment.threshold,
@@ -182,7 +185,7 @@ def evaluate_multilabel(experiment, name: str, train: dict, model_dir: Path, roo
     }
     confusions = per_label_confusion(y_true, y_pred, names)
     with atomic_dir(root / paths.PLOTS_DIR / name) as staging:
-        write_per_label_csv(staging / "per_label.csv", names, metrics, confusions)
+        write_per_label_csv(staging / "per_label.csv", names, scores, confusions)
         plot_label_confusions(confusions, staging / "label_confusion.png")
         shown = min(GRID_IMAGES, len(files))
         plot_prediction_grid(

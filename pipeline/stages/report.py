@@ -11,9 +11,9 @@ dataset's training images (for the sample grids) — and writes `reports/`:
   misclassified test images and the classification report; for regressors predicted-vs-actual
   and residual plots; a description of each dataset (a sample grid of image classes).
 - the PNGs it links, and the plot data `dvc.yaml` declares so that `dvc plots diff` overlays
-  revisions: `curves/{accuracy,mae,loss}/<experiment>.csv` (epoch, train, validation),
-  `confusion/<experiment>.csv` (actual, predicted) and `predictions/<experiment>.csv` (actual,
-  predicted, residual).
+  revisions: `confusion/<experiment>.csv` (actual, predicted) and
+  `predictions/<experiment>.csv` (actual, predicted, residual). The training curves that
+  `dvc plots` draws are DVCLive's files, written by the train stage under `live/`.
 
 Figures are drawn with matplotlib's Agg canvas (no display, no pyplot state). This module never
 imports TensorFlow or Keras, so the report takes seconds.

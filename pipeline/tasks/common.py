@@ -64,3 +64,12 @@ def per_class_metrics(names, precision, recall, f1, *, what: str) -> dict:
         metrics[f"recall_{slug}"] = recall[index]
         metrics[f"f1_{slug}"] = f1[index]
     return metrics
+
+
+def without_per_class(metrics: dict, names) -> dict:
+    """`metrics` less the per-class keys of `per_class_metrics`: what `metrics/<experiment>.json`
+    holds, so that `dvc exp show` has a few columns per experiment; the per-class figures stay in
+    the plots directory (`classification_report.json`, `per_label.csv`)."""
+    slugs = {class_slug(name) for name in names}
+    per_class = {f"{kind}_{slug}" for kind in ("precision", "recall", "f1") for slug in slugs}
+    return {key: value for key, value in metrics.items() if key not in per_class}

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core import paths
 from pipeline.core.errors import AtelierError
-from pipeline.core.io import atomic_write_bytes, read_json
+from pipeline.core.io import read_json
 from pipeline.figures.curves import plot_curves
 from pipeline.params import Params
 from pipeline.tasks.kinds import rank
@@ -106,7 +105,6 @@ def curves_section(result: ExperimentResult, staging: Path, *, metric: str) -> l
         best_epoch=int(metrics["best_epoch"]),
         metric=metric,
     )
-    write_curve_csvs(history, staging / "curves", name, metric)
     return [
         "#### Training curves",
         "",
@@ -140,13 +138,3 @@ def overfitting_note(history: list[dict], metrics: dict, metric: str = "accuracy
             "kept the earlier weights."
         )
     return text
-
-
-def write_curve_csvs(history: list[dict], curves_dir: Path, name: str, metric: str) -> None:
-    for shown in (metric, "loss"):
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["epoch", "train", "validation"])
-        for row in history:
-            writer.writerow([row["epoch"], row[shown], row["val_" + shown]])
-        atomic_write_bytes(curves_dir / shown / f"{name}.csv", buffer.getvalue().encode())

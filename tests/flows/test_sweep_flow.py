@@ -67,6 +67,44 @@ def test_two_points_run_at_the_same_time_and_the_best_is_applied(prefect_server,
     assert applied["test_accuracy"] == rows[0]["test_accuracy"]
 
 
+@pytest.mark.slow
+def test_the_readme_sweep_over_learning_rates_trains_both_points(prefect_server, new_project):
+    """`atelier flow sweep -e digits_mlp -g experiments.digits_mlp.learning_rate=0.001,0.01 -j 2`:
+    each point trains with its own rate, and the leaderboard shows both."""
+    rate = "experiments.digits_mlp.learning_rate"
+    experiments = {"digits_mlp": {**TINY_EXPERIMENTS["digits_mlp"], "learning_rate": 0.001}}
+    root = new_project(experiments=experiments, stages=PIPELINE_TO_EVALUATE)
+    run(root, "dvc", "repro", "split@digits")
+    run(root, "git", "commit", "--quiet", "--all", "--message", "baseline")
+
+    summary = sweep(
+        grid={rate: [0.001, 0.01]}, experiment="digits_mlp", max_parallel=2, project_dir=str(root)
+    )
+
+    rows = summary["leaderboard"]
+    assert sorted(row[rate] for row in rows) == [0.001, 0.01]
+    shown = json.loads(run(root, "dvc", "exp", "show", "--json").stdout)
+    last_epochs = {}
+    for row in rows:
+        (rev,) = [
+            rev
+            for experiment in shown[-1]["experiments"]
+            for rev in experiment["revs"]
+            if rev["name"] == row["experiment"]
+        ]
+        assert (
+            rev["data"]["params"]["params.yaml"]["data"]["experiments"]["digits_mlp"][
+                "learning_rate"
+            ]
+            == row[rate]
+        )
+        # DVCLive's last epoch, which only a point that trained has: both ran every epoch.
+        live = rev["data"]["metrics"]["live/digits_mlp/metrics.json"]["data"]
+        assert live["step"] == TINY_EXPERIMENTS["digits_mlp"]["epochs"] - 1
+        last_epochs[row[rate]] = live["train"]["loss"]
+    assert last_epochs[0.001] != last_epochs[0.01]
+
+
 def test_invalid_point_fails_before_any_point_runs(prefect_server, new_project):
     root = new_project(experiments=SGD_ONLY)
     state = sweep(

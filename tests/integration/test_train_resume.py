@@ -190,6 +190,13 @@ def interrupted(project, tmp_path_factory) -> Interrupted:
     assert (state_dir / "lock").read_text().strip() == str(process.pid)
     backed_up = backed_up_epochs(state_dir / "backup")
     assert KILL_AFTER <= backed_up < EPOCHS
+    # DVCLive's files were in live/<exp> while it trained (what `dvc exp show` reads), each
+    # epoch's copied before the epoch was recorded as done.
+    watched = json.loads((root / "live" / EXPERIMENT / "metrics.json").read_text())
+    assert KILL_AFTER - 1 <= watched["step"] < EPOCHS - 1
+    with open(root / "live" / EXPERIMENT / "plots" / "metrics" / "eval" / "loss.tsv") as stream:
+        steps = [int(row["step"]) for row in csv.DictReader(stream, delimiter="\t")]
+    assert steps == list(range(watched["step"] + 1))
     return Interrupted(
         root=root,
         backed_up=backed_up,

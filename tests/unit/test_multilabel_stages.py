@@ -125,7 +125,8 @@ def test_multilabel_evaluation_writes_per_label_figures(trained, garments_root):
     history = (plots / "history.csv").read_text().splitlines()[0]
     assert history == "epoch,loss,binary_accuracy,val_loss,val_binary_accuracy"
     saved = json.loads((root / "metrics/garments_mlp.json").read_text())
-    assert saved["f1_shoes"] == pytest.approx(float(rows[-1]["f1"]))
+    assert float(rows[-1]["f1"]) >= 0 and "f1_shoes" not in saved  # per label: the CSV only
+    assert {"micro_f1", "macro_f1", "subset_accuracy", "hamming_loss"} <= set(saved)
 
 
 def test_cnn_gets_a_sigmoid_head_on_a_multilabel_set():
