@@ -24,7 +24,7 @@ EXAMPLES = (
     ("diff main", "what changed since main, as Markdown"),
     ("registry show", "registered versions and their stages"),
     ("flow training -e digits_mlp", "the pipeline as a Prefect flow"),
-    ("-q train fashion_cnn", "warnings and errors only"),
+    ("-q train fashion_mlp", "warnings and errors only"),
 )
 
 

@@ -1,17 +1,22 @@
 """`compact_cnn`: a small convolutional network built for accuracy per FLOP.
 
-On Fashion-MNIST the seed CNN (seed 003) spends 12 M multiply-adds per image, most of them in a
-64-filter convolution at 24×24 and a 9,216 × 128 dense layer, and reaches 0.87 after the one
-epoch a CPU run can afford. This network does most of its arithmetic where the image is small:
-stages of 3×3 convolutions ("same" padding, batch normalisation, ReLU) with 2×2 max pooling
-between stages, so that widening a stage costs a quarter as much per filter as the stage before;
-then a dense layer (or global average pooling), dropout and the softmax. With the default
-`filters: [32, 64, 128]` that is 2.4 M multiply-adds per 28×28 image.
+The seed CNN (seed 003) spends 12.0 M multiply-adds per 28×28 image, 10.6 M of them in one
+64-filter convolution at 24×24, and reaches 0.87 on Fashion-MNIST in the single epoch a CPU run
+affords. This network spends its arithmetic where the feature maps are small: a stem (one 3×3
+convolution, stride 2 by default, so that no layer works at full resolution), then stages of 3×3
+convolutions with 2×2 max pooling between them (a stage at half the resolution costs a quarter as
+much per filter), each convolution followed by batch normalisation and ReLU; then a dense layer on
+the flattened last stage (or global average pooling), dropout and the softmax. The defaults
+(stem 16, stages of 40 and 96, Dense 128) make 3.45 M multiply-adds per image, 29 % of the seed
+CNN's, and 644,986 parameters. On a CPU, full-resolution feature maps cost far more than their
+multiply-adds: batch normalisation, ReLU and pooling pass over every value several times (a
+stride-1 stem of 16 filters alone took about 60 % of the time of a whole stride-2 network;
+benchmarks/RESULTS.md, "compact_cnn").
 
-Training-only augmentation — a random translation and a horizontal flip, Keras preprocessing
-layers that pass images through unchanged at inference — and the learning-rate schedule (linear
-warm-up, cosine decay: `pipeline.modeling.optimizers.learning_rate_schedule`) make a short run
-count. Every layer is a standard Keras layer, so a saved model loads with
+Training-only augmentation (a random translation and a horizontal flip, Keras preprocessing
+layers that pass images through unchanged at inference) and the learning-rate schedule (linear
+warm-up, cosine decay: `pipeline.modeling.optimizers.learning_rate_schedule`) are settings.
+Every layer is a standard Keras layer, so a saved model loads with
 `keras.saving.load_model(path, safe_mode=True)` and Keras alone.
 """
 

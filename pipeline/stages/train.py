@@ -7,7 +7,11 @@ Outputs, in `models/<experiment>/`:
 - `train.json` — best epoch and its validation figures, epochs run, training time, parameter
   count, device, TensorFlow and Keras versions (and cross-validation scores for the baseline).
 
-DVCLive's Keras callback writes the per-epoch metrics to `live/<experiment>/` for `dvc plots`.
+DVCLive's Keras callback records each epoch's train and validation figures in the resume state;
+after every epoch they are copied to `live/<experiment>/`, which `dvc.yaml` declares as the
+stage's metrics (`metrics.json`, the last epoch's) and plots (`plots/metrics/{train,eval}/*.tsv`),
+so `dvc exp show` and `dvc plots show` follow a run while it trains. The SGD baseline writes its
+validation and cross-validation accuracy there, and the accuracy of each CV fold as its plot.
 
 K-fold (`train_fold@<experiment>-<k>`, `--fold k`): the same experiment trained on every fold of
 the training set but fold k and validated on fold k; its outputs go to
@@ -31,7 +35,7 @@ import numpy as np
 
 from pipeline.core import paths
 from pipeline.core.errors import AtelierError, DataError
-from pipeline.core.io import atomic_dir, atomic_write_json, read_json
+from pipeline.core.io import atomic_dir, atomic_write_bytes, atomic_write_json, read_json
 from pipeline.core.metrics import mode
 from pipeline.core.runlock import RunLock
 from pipeline.modeling.device import (
@@ -208,6 +212,10 @@ def _train_sgd(
             staging / "metrics.json",
             {key: summary[key] for key in ("val_accuracy", "cv_mean", "cv_std")},
         )
+        rows = "".join(f"{fold}\t{score}\n" for fold, score in enumerate(cv_scores))
+        atomic_write_bytes(
+            staging / "plots/metrics/cv/accuracy.tsv", f"step\taccuracy\n{rows}".encode()
+        )
     log.info(
         "sgd_logistic: CV %.4f ± %.4f, val %.4f",
         summary["cv_mean"],
@@ -260,7 +268,7 @@ def train_keras(
     state = ResumeState(checkpoint_dir, keys=history_keys(data.task))
     with _scope(strategy):
         resuming = state.start(run_fingerprint, model)
-    _fit(model, experiment, data, state, resuming=resuming, seed=seed)
+    _fit(model, experiment, data, state, resuming=resuming, seed=seed, live_dir=live_dir)
 
     summary = _summary(experiment, data, model, state, name=name, fold=fold)
     summary |= {"resumed": resuming, **device, **library_versions(keras_too=True)}
@@ -290,15 +298,17 @@ def _compiled_model(
     import tensorflow as tf
 
     from pipeline.modeling.models import build_model
-    from pipeline.modeling.optimizers import make_optimizer
+    from pipeline.modeling.optimizers import learning_rate_schedule, make_optimizer
 
     spec = input_spec(experiment.model, data)
+    steps_per_epoch = -(-len(data.y_train) // experiment.batch_size)
+    learning_rate = learning_rate_schedule(experiment, steps_per_epoch=steps_per_epoch)
     strategy = tf.distribute.MirroredStrategy() if device["gpus"] > 1 else None
     with _scope(strategy):
         model = build_model(experiment.model, spec, name=name)
         model.compile(
             optimizer=make_optimizer(
-                experiment.optimizer, experiment.learning_rate, distributed=strategy is not None
+                experiment.optimizer, learning_rate, distributed=strategy is not None
             ),
             loss=LOSSES[data.task],
             metrics=[TASK_METRIC[data.task]],
@@ -312,9 +322,17 @@ def _scope(strategy):
 
 
 def _fit(
-    model, experiment: Experiment, data: TrainData, state: ResumeState, *, resuming: bool, seed: int
+    model,
+    experiment: Experiment,
+    data: TrainData,
+    state: ResumeState,
+    *,
+    resuming: bool,
+    seed: int,
+    live_dir: Path,
 ) -> None:
-    """`model.fit` with the callbacks that keep `state` resumable after every epoch."""
+    """`model.fit` with the callbacks that keep `state` resumable after every epoch; DVCLive's
+    files are mirrored to `live_dir` as each epoch ends."""
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
@@ -322,6 +340,7 @@ def _fit(
         AtomicBackupAndRestore,
         BestCheckpoint,
         HistoryLog,
+        LiveMirror,
         ResumableEarlyStopping,
     )
     from pipeline.modeling.progress import training_progress
@@ -350,7 +369,7 @@ def _fit(
     ) as live:
         if resuming:  # DVCLive's own count can be one epoch ahead of the backup's
             live.step = state.initial_epoch
-        callbacks.insert(0, DVCLiveCallback(live=live))
+        callbacks[:0] = [DVCLiveCallback(live=live), LiveMirror(state.live_dir, live_dir)]
         train_batches, val_batches = make_datasets(data, experiment.batch_size, seed)
         model.fit(
             train_batches,

@@ -24,7 +24,7 @@ import pytest
 from pipeline.core.errors import AtelierError
 from pipeline.modeling.compact_cnn import forward_multiply_adds
 from pipeline.modeling.models import InputSpec, build_model
-from pipeline.modeling.optimizers import learning_rate_schedule, make_optimizer, serving_copy
+from pipeline.modeling.optimizers import learning_rate_schedule, make_optimizer
 from pipeline.params import (
     CNNParams,
     MLPParams,
@@ -195,7 +195,15 @@ def test_sgd_logistic_is_not_a_keras_model():
 
 # --- compact_cnn --------------------------------------------------------------------------------
 
-COMPACT = CompactCNNParams(name="compact_cnn", stem_filters=24, filters=[48, 96], dense_units=128)
+COMPACT = CompactCNNParams(
+    name="compact_cnn",
+    stem_filters=24,
+    filters=[48, 96],
+    dense_units=128,
+    warmup_epochs=1.0,
+    translation=0.1,
+    horizontal_flip=True,
+)
 
 
 def test_compact_cnn_shapes_and_parameter_count():
@@ -344,16 +352,11 @@ def test_compact_cnn_learns_digits_and_its_checkpoint_loads_in_safe_mode(tmp_pat
         np.load(tmp_path / "data/split/digits/val_idx.npy")
     ]
     np.save(tmp_path / "x.npy", x_val)
-    # A model compiled with the schedule, as the best checkpoint keeps it.
-    scheduled = build_model(params.experiments["cnn"].model, InputSpec((8, 8), 10, value_max=16))
-    rate = learning_rate_schedule(params.experiments["cnn"], steps_per_epoch=36)
-    scheduled.compile(make_optimizer("adam", rate), loss="sparse_categorical_crossentropy")
-    serving_copy(scheduled).save(tmp_path / "scheduled.keras")
     best = tmp_path / "models/cnn/best.keras"
 
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     done = subprocess.run(
-        [sys.executable, "-c", LOAD_IN_SAFE_MODE, "x.npy", str(best), "scheduled.keras"],
+        [sys.executable, "-c", LOAD_IN_SAFE_MODE, "x.npy", str(best)],
         cwd=tmp_path,
         env={**env, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""},
         capture_output=True,
@@ -369,4 +372,5 @@ def test_compact_cnn_learns_digits_and_its_checkpoint_loads_in_safe_mode(tmp_pat
     ]
     accuracy = np.mean(np.asarray(found[str(best)]["predictions"]) == y_val)
     assert accuracy == pytest.approx(summary["val_accuracy"], abs=1e-6)
-    assert found["scheduled.keras"]["schedule"] == "CosineDecay"
+    # The train stage compiled it with the warm-up and cosine schedule, kept in its config.
+    assert found[str(best)]["schedule"] == "CosineDecay"

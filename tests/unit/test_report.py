@@ -8,6 +8,7 @@ both experiments trained and evaluated there once, by the real stage functions.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -126,15 +127,24 @@ def test_linked_figures_exist_and_are_real_pictures(evaluated, report):
         assert image[..., :3].std() > 0.05, f"{link} is blank"
 
 
-def test_curve_files_for_dvc_plots(evaluated, report):
-    with open(evaluated / "reports/curves/accuracy/digits_mlp.csv", newline="") as stream:
-        rows = list(csv.DictReader(stream))
+def test_dvc_plots_curves_are_dvclive_files_not_report_copies(evaluated, report):
+    assert not (evaluated / "reports/curves").exists()
+    live = evaluated / "live/digits_mlp"
+    with open(live / "plots/metrics/train/accuracy.tsv", newline="") as stream:
+        rows = list(csv.DictReader(stream, delimiter="\t"))
     with open(evaluated / "models/digits_mlp/history.csv", newline="") as stream:
         history = list(csv.DictReader(stream))
-    assert [row["train"] for row in rows] == [row["accuracy"] for row in history]
-    assert [row["validation"] for row in rows] == [row["val_accuracy"] for row in history]
-    assert len(rows) == metrics(evaluated, "digits_mlp")["epochs_run"]
-    assert not (evaluated / "reports/curves/accuracy/digits_sgd.csv").exists()
+    assert [int(row["step"]) for row in rows] == list(range(len(history)))
+    assert [float(row["accuracy"]) for row in rows] == pytest.approx(
+        [float(row["accuracy"]) for row in history], abs=1e-6
+    )
+    last = json.loads((live / "metrics.json").read_text())
+    assert last["step"] == len(history) - 1
+    assert last["eval"]["accuracy"] == pytest.approx(float(history[-1]["val_accuracy"]), abs=1e-6)
+    with open(evaluated / "live/digits_sgd/plots/metrics/cv/accuracy.tsv", newline="") as stream:
+        folds = list(csv.DictReader(stream, delimiter="\t"))
+    train = json.loads((evaluated / "models/digits_sgd/train.json").read_text())
+    assert [float(row["accuracy"]) for row in folds] == pytest.approx(train["cv_scores"])
 
 
 def test_missing_metrics_name_the_experiment(evaluated, tmp_path):
@@ -181,6 +191,52 @@ def test_most_confused_pairs_are_the_largest_off_diagonal_cells():
     pairs = most_confused_pairs(matrix, ["cat", "dog", "bird"], top=5)
     assert pairs == [("dog", "cat", 5, 0.5), ("cat", "dog", 2, 0.2), ("bird", "dog", 1, 0.1)]
     assert most_confused_pairs(np.eye(3, dtype=int) * 4, ["a", "b", "c"]) == []
+
+
+def fashion_result(name: str, model: str, accuracy: float):
+    from pipeline.tasks.results import ExperimentResult
+
+    metrics = {
+        "dataset": "fashion_mnist",
+        "model": model,
+        "params_count": 1000,
+        "epochs_run": 4,
+        "best_epoch": 4,
+        "test_accuracy": accuracy,
+        "macro_f1": accuracy,
+        "train_time_s": 10.0,
+    }
+    return ExperimentResult(name, metrics, Path("."))
+
+
+def test_published_references_sit_among_their_datasets_experiments_by_accuracy():
+    from pipeline.tasks.classification import REFERENCES, leaderboard_table
+
+    ours = [
+        fashion_result("fashion_compact_cnn", "compact_cnn", 0.9217),
+        fashion_result("fashion_sgd", "sgd_logistic", 0.7882),
+    ]
+    lines = leaderboard_table(ours, {"fashion_mnist": ours[1]})
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    rows = rows[: next(index for index, row in enumerate(rows) if row == [""])]
+
+    fashion = [ref for ref in REFERENCES if ref.dataset == "fashion_mnist"]
+    assert len(rows) == len(ours) + len(fashion)  # no MNIST figure on a Fashion-MNIST board
+    assert [row[0] for row in rows if row[0] != "ref"] == ["1", "2"]
+    accuracies = [float(row[6].strip("*≈ ").split()[0]) for row in rows]
+    assert accuracies == sorted(accuracies, reverse=True)
+    references = [row for row in rows if row[0] == "ref"]
+    assert all(row[1].startswith("*") and row[6].startswith("*") for row in references)
+    shown = {(row[3].strip("*"), row[6].strip("*")) for row in references}
+    assert ("ResNet-18, flips, translation, rotation", "0.949") in shown
+    assert ("WRN-40-4, random crops and flips", "0.967") in shown
+    assert ("SGDClassifier (log loss)", "0.8196 (5-fold CV)") in shown  # not a test accuracy
+    assert ("MLP 256-128, dropout 0.3", "≈ 0.87") in shown
+    assert any("zalandoresearch/fashion-mnist" in line for line in lines)
+
+
+def test_no_reference_row_without_a_published_figure_for_the_dataset(report):
+    assert "| ref |" not in report and "Zalando" not in report  # digits has none
 
 
 def test_overfitting_note_reads_the_curves():

@@ -191,8 +191,8 @@ def test_set_param_changes_only_the_line_of_its_value(params_file, enabled):
     """`-S` on the file as shipped, and after `atelier sets enable`: one line out, one in."""
     if enabled is not None:
         enable_set(enabled, params_file)
-    assert set_param(params_file, "experiments.fashion_cnn.epochs=30") == [
-        "-    epochs: 1",
+    assert set_param(params_file, "experiments.fashion_compact_cnn.epochs=30") == [
+        "-    epochs: 4",
         "+    epochs: 30",
     ]
     assert set_param(params_file, "experiments.fashion_mlp.patience=3") == [
