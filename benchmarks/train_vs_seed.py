@@ -142,7 +142,10 @@ def main() -> None:
             TEST_ACCURACY.format(experiment="fashion_mlp", dataset="fashion_mnist"),
             args.repeats,
         )
-        names = ("seed 000 script", "`dvc repro train@fashion_mlp`")
+        backend = yaml.safe_load((ROOT / "params.yaml").read_text())["experiments"][
+            "fashion_mlp"
+        ].get("backend")
+        names = ("seed 000 script (TensorFlow)", f"`dvc repro train@fashion_mlp` ({backend})")
     best_seed, best_pipe = min(seed_times), min(pipe_times)
     print(f"| run | wall time (best of {args.repeats}) | test accuracy |")
     print("|---|---|---|")

@@ -33,6 +33,8 @@ def setup_logging(verbose: int = 0, quiet: int = 0) -> None:
         handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
         root.addHandler(handler)
     root.setLevel(level_for(verbose, quiet))
+    # JAX says at INFO that it found no TPU on every start: only a warning of its is news.
+    logging.getLogger("jax._src.xla_bridge").setLevel(max(root.level, logging.WARNING))
 
 
 def format_duration(seconds: float) -> str:

@@ -31,6 +31,23 @@ class HistoryLog(keras.callbacks.Callback):
         self.state.epoch_done(row)
 
 
+class LiveMetrics(keras.callbacks.Callback):
+    """Each epoch's figures into DVCLive's `Live`, named as DVCLive's Keras callback names them
+    (`train/accuracy`, `eval/accuracy`, ...), on any backend: that callback imports TensorFlow.
+    The caller ends the `Live` run."""
+
+    def __init__(self, live):
+        super().__init__()
+        self.live = live
+
+    def on_epoch_end(self, epoch, logs=None):
+        from dvclive.utils import standardize_metric_name
+
+        for metric, value in (logs or {}).items():
+            self.live.log_metric(standardize_metric_name(metric, "dvclive.keras"), value)
+        self.live.next_step()
+
+
 class LiveMirror(keras.callbacks.Callback):
     """Copy DVCLive's files from the resume state to `live/<run>/` at the start of training and
     after every epoch, so that `dvc exp show` and `dvc plots show` follow a run as it trains.

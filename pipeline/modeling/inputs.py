@@ -1,4 +1,5 @@
-"""Training inputs as `tf.data` pipelines: arrays held in memory, or images streamed from disk."""
+"""Training inputs as `tf.data` pipelines (TensorFlow backend) or NumPy batches (any other):
+arrays held in memory, or images streamed from disk."""
 
 from __future__ import annotations
 
@@ -59,7 +60,14 @@ def make_datasets(data: TrainingRows, batch_size: int, seed: int):
     gathers whole batches (one op per batch, not per image), so the input pipeline costs little
     next to the training step. Images stay `uint8` until the model's scaling layer. Multi-label
     rows are image paths: those images are streamed from disk (`make_image_dataset`).
+
+    On any other backend than TensorFlow the same batches come from NumPy
+    (`pipeline.modeling.batches`), so that TensorFlow is never imported.
     """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return _numpy_batches(data, batch_size, seed)
     import tensorflow as tf
 
     if data.task == "multilabel":
@@ -84,6 +92,30 @@ def make_datasets(data: TrainingRows, batch_size: int, seed: int):
         .cache()
     )
     return train, val
+
+
+def _numpy_batches(data: TrainingRows, batch_size: int, seed: int):
+    from pipeline.modeling.batches import ArrayBatches, ImageFileBatches
+
+    val_batch = max(batch_size, 1024)
+    if data.task != "multilabel":
+        return (
+            ArrayBatches(data.x_train, data.y_train, batch_size, seed=seed, shuffle=True),
+            ArrayBatches(data.x_val, data.y_val, val_batch),
+        )
+    root = Path(data.meta["prepared_dir"])
+    size = int(data.meta["input_shape"][0])
+
+    def files(rel_paths):
+        return [str(root / path) for path in rel_paths]
+
+    return (
+        ImageFileBatches(
+            files(data.x_train), data.y_train, batch_size, image_size=size, seed=seed,
+            shuffle=True,
+        ),
+        ImageFileBatches(files(data.x_val), data.y_val, max(batch_size, 256), image_size=size),
+    )  # fmt: skip
 
 
 def _image_file_datasets(data: TrainingRows, batch_size: int, seed: int):

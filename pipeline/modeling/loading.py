@@ -107,9 +107,16 @@ def predict_image_files(
     model_dir: Path, files: Sequence[str], labels: np.ndarray, *, image_size: int
 ) -> np.ndarray:
     """Label probabilities of image files, streamed from disk through the training input path."""
-    from pipeline.modeling.inputs import make_image_dataset
+    import keras
 
     model = load_keras_model(model_dir / "best.keras")
+    if keras.backend.backend() != "tensorflow":
+        from pipeline.modeling.batches import ImageFileBatches
+
+        batches = ImageFileBatches(files, None, IMAGE_BATCH, image_size=image_size)
+        return np.asarray(model.predict(batches, verbose=0), dtype=np.float64)
+    from pipeline.modeling.inputs import make_image_dataset
+
     images = make_image_dataset(
         files, labels, image_size=image_size, batch_size=IMAGE_BATCH, shuffle=False, seed=0
     ).map(lambda pixels, _: pixels)

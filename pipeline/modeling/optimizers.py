@@ -30,11 +30,12 @@ class FusedAdam(keras.optimizers.Adam):
         super().__init__(*args, name=name, **kwargs)
 
     def _fused(self, gradient, variable) -> bool:
+        if keras.backend.backend() != "tensorflow":
+            return False
         import tensorflow as tf
 
         return (
-            keras.backend.backend() == "tensorflow"
-            and not self.amsgrad
+            not self.amsgrad
             and not isinstance(gradient, tf.IndexedSlices)
             and not tf.distribute.has_strategy()
             and hasattr(variable, "handle")
@@ -97,9 +98,10 @@ def make_optimizer(name: str, learning_rate, *, distributed: bool = False):
     """The optimizer `name` (`sgd`, `rmsprop` or `adam`) with `learning_rate` (a float or a
     `keras.optimizers.schedules.LearningRateSchedule`, see `learning_rate_schedule`).
 
-    Adam is `FusedAdam` on one device; under a distribution strategy it is Keras' own.
+    Adam is `FusedAdam` on one device with the TensorFlow backend; under a distribution
+    strategy, or on another backend, it is Keras' own.
     """
-    if name == "adam" and not distributed:
+    if name == "adam" and not distributed and keras.backend.backend() == "tensorflow":
         return FusedAdam(learning_rate=learning_rate)
     classes = {
         "sgd": keras.optimizers.SGD,

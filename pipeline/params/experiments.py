@@ -176,7 +176,15 @@ TASK_METRIC = {"classification": "accuracy", "regression": "mae", "multilabel": 
 # --- experiments --------------------------------------------------------------------------------
 
 # Read by Keras training only: `optimizer` … `monitor` have no effect on `sgd_logistic`.
-TRAINING_KEYS = ("optimizer", "learning_rate", "epochs", "batch_size", "patience", "monitor")
+TRAINING_KEYS = (
+    "optimizer",
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "patience",
+    "monitor",
+    "backend",
+)
 
 
 class Experiment(StrictModel):
@@ -193,6 +201,11 @@ class Experiment(StrictModel):
         "val_loss",
         description="Picks the best epoch: val_loss, or the task's metric (val_accuracy for "
         "classification, val_mae for regression, val_binary_accuracy for multi-label).",
+    )
+    backend: Literal["tensorflow", "jax"] | None = Field(
+        None,
+        description="The Keras backend that trains and evaluates it: tensorflow or jax; empty "
+        "for runtime.backend.",
     )
     threshold: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
         0.5, description="Multi-label: a label is predicted when its probability exceeds this."

@@ -54,6 +54,11 @@ class RuntimeParams(StrictModel):
     mixed_precision: Literal["auto", "on", "off"] = "auto"
     steps_per_execution: Annotated[int, Field(ge=1, le=1000)] = 32
     deterministic: bool = True
+    backend: Literal["tensorflow", "jax"] = Field(
+        "tensorflow",
+        description="The Keras backend of experiments whose own `backend` is empty "
+        "(pipeline/modeling/backend.py).",
+    )
 
 
 NonNegative = Annotated[float, Field(ge=0)]

@@ -42,6 +42,7 @@ from pipeline.core.io import atomic_dir, atomic_write_bytes, atomic_write_json, 
 from pipeline.core.metrics import ROUND_DIGITS
 from pipeline.data.labels import load_images_python
 from pipeline.figures.multilabel import plot_label_confusions, plot_prediction_grid
+from pipeline.modeling.backend import backend_of, use_backend
 from pipeline.modeling.loading import (
     predict_image_files,
     predict_proba,
@@ -80,6 +81,8 @@ def evaluate_experiment(params: Params, name: str, *, root: Path = Path(".")) ->
             f"`dvc repro train@{name}` first."
         )
     train = read_json(train_json)
+    if experiment.is_keras:  # before anything imports Keras; the backend that trained it
+        use_backend(backend_of(experiment, params.runtime), deterministic=False)
     return EVALUATORS[experiment.task](experiment, name, train, model_dir, root)
 
 

@@ -74,6 +74,8 @@ def select(params: Params, dataset: str, *, root: Path = Path(".")) -> dict:
         "model": winner["model"],
         "model_file": target_name,
         "model_md5": _md5(source),
+        # The Keras backend that trained it; a .keras file loads on either backend.
+        "backend": train_summary.get("backend"),
         "metric": metric,
         "lower_is_better": lower_is_better,
         "value": winner["value"],
@@ -93,7 +95,7 @@ def select(params: Params, dataset: str, *, root: Path = Path(".")) -> dict:
                 key: value for key, value in train_summary.items() if key.endswith("_version")
             },
             "python": platform.python_version(),
-            **_package_versions("tensorflow", "tensorflow-cpu", "keras", "numpy"),
+            **_package_versions("tensorflow", "tensorflow-cpu", "jax", "keras", "numpy"),
         },
         "git_commit": _git_head(root),
     }

@@ -38,6 +38,7 @@ from pipeline.core.errors import AtelierError, DataError
 from pipeline.core.io import atomic_dir, atomic_write_bytes, atomic_write_json, read_json
 from pipeline.core.metrics import mode
 from pipeline.core.runlock import RunLock
+from pipeline.modeling.backend import backend_of, use_backend
 from pipeline.modeling.device import (
     configure_device,
     cpu_isa,
@@ -144,6 +145,10 @@ def train_experiment(
             "Keras experiments (the baseline records its own cross-validation scores)."
         )
     data = load_train_data(experiment.dataset, root, fold)
+    if experiment.is_keras:  # before anything imports Keras
+        use_backend(
+            backend_of(experiment, params.runtime), deterministic=params.runtime.deterministic
+        )
     run = paths.run_name(name, fold)
     out_dir = paths.model_dir(name, root) if fold is None else paths.fold_model_dir(run, root)
     # One process at a time per run: a second one is refused (exit 2) before it writes anything.
@@ -263,7 +268,8 @@ def train_keras(
     strategy, model = _compiled_model(experiment, data, name=name, runtime=runtime, device=device)
     # Only once the model is known to fit the data: a refused model leaves no resume state.
     run_params = {"experiment": experiment.model_dump(mode="json"), "seed": seed, "fold": fold}
-    run_params["mixed_precision"] = device["mixed_precision"]  # the backup's variables differ
+    # The backup's variables differ with the precision, and its files with the backend.
+    run_params |= {"mixed_precision": device["mixed_precision"], "backend": device["backend"]}
     run_fingerprint = fingerprint(run_params, data.files)
     state = ResumeState(checkpoint_dir, keys=history_keys(data.task))
     with _scope(strategy):
@@ -294,8 +300,9 @@ def train_keras(
 def _compiled_model(
     experiment: Experiment, data: TrainData, *, name: str, runtime: RuntimeParams, device: dict
 ):
-    """The experiment's model, compiled; under a `MirroredStrategy` (returned) on several GPUs."""
-    import tensorflow as tf
+    """The experiment's model, compiled; on several GPUs, data-parallel: under a
+    `MirroredStrategy` (returned) with TensorFlow, `keras.distribution.DataParallel` with JAX."""
+    import keras
 
     from pipeline.modeling.models import build_model
     from pipeline.modeling.optimizers import learning_rate_schedule, make_optimizer
@@ -303,7 +310,13 @@ def _compiled_model(
     spec = input_spec(experiment.model, data)
     steps_per_epoch = -(-len(data.y_train) // experiment.batch_size)
     learning_rate = learning_rate_schedule(experiment, steps_per_epoch=steps_per_epoch)
-    strategy = tf.distribute.MirroredStrategy() if device["gpus"] > 1 else None
+    strategy = None
+    if device["gpus"] > 1 and device["backend"] == "tensorflow":
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+    elif device["gpus"] > 1:
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
     with _scope(strategy):
         model = build_model(experiment.model, spec, name=name)
         model.compile(
@@ -334,12 +347,12 @@ def _fit(
     """`model.fit` with the callbacks that keep `state` resumable after every epoch; DVCLive's
     files are mirrored to `live_dir` as each epoch ends."""
     from dvclive import Live
-    from dvclive.keras import DVCLiveCallback
 
     from pipeline.modeling.callbacks import (
         AtomicBackupAndRestore,
         BestCheckpoint,
         HistoryLog,
+        LiveMetrics,
         LiveMirror,
         ResumableEarlyStopping,
     )
@@ -369,7 +382,7 @@ def _fit(
     ) as live:
         if resuming:  # DVCLive's own count can be one epoch ahead of the backup's
             live.step = state.initial_epoch
-        callbacks[:0] = [DVCLiveCallback(live=live), LiveMirror(state.live_dir, live_dir)]
+        callbacks[:0] = [LiveMetrics(live), LiveMirror(state.live_dir, live_dir)]
         train_batches, val_batches = make_datasets(data, experiment.batch_size, seed)
         model.fit(
             train_batches,

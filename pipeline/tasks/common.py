@@ -19,7 +19,7 @@ def run_facts(experiment, train: dict) -> dict:
     """What every experiment's metrics file says about its run, from its `train.json`.
 
     `cpu_isa` (and `gpu` on a GPU) name the hardware: runs on different hardware differ by
-    noise, which the metric diff points out.
+    noise, which the metric diff points out; `backend` the Keras backend that trained it.
     """
     facts = {
         "best_epoch": int(train["best_epoch"]),
@@ -31,7 +31,7 @@ def run_facts(experiment, train: dict) -> dict:
         "dataset": experiment.dataset,
         "task": experiment.task,
     }
-    for key in ("cpu_isa", "gpu"):
+    for key in ("backend", "cpu_isa", "gpu"):
         if train.get(key):
             facts[key] = str(train[key])
     return facts

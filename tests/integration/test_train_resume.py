@@ -79,13 +79,18 @@ def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A project copy whose params.yaml (the real one, shrunk) has digits prepared."""
-    root = tmp_path_factory.mktemp("resume")
+    return digits_project(tmp_path_factory.mktemp("resume"), {EXPERIMENT: SETTINGS})
+
+
+def digits_project(root: Path, experiments: dict) -> Path:
+    """`root` made a project: the pipeline's code, params.yaml with `experiments` on digits,
+    digits downloaded, prepared and split."""
     shutil.copytree(
         PROJECT_ROOT / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__")
     )
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     params["data"]["datasets"] = ["digits"]
-    params["experiments"] = {EXPERIMENT: SETTINGS}
+    params["experiments"] = experiments
     params["crossval"] = {"experiments": [], "folds": []}  # no K-fold runs
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     settings = load_params(root / "params.yaml")
