@@ -5,9 +5,11 @@ Outputs, in `models/<experiment>/`:
 - `history.csv` — per-epoch train/validation loss and the task's metric (accuracy for
   classification, MAE for regression);
 - `train.json` — best epoch and its validation figures, epochs run, training time, parameter
-  count, device, TensorFlow and Keras versions (and cross-validation scores for the baseline).
+  count, device and precision, the Keras backend and the versions of Keras and of the backend's
+  library (and cross-validation scores for the baseline).
 
-DVCLive's Keras callback records each epoch's train and validation figures in the resume state;
+DVCLive (its `Live` API, through `LiveMetrics`: its own Keras callback imports TensorFlow)
+records each epoch's train and validation figures in the resume state;
 after every epoch they are copied to `live/<experiment>/`, which `dvc.yaml` declares as the
 stage's metrics (`metrics.json`, the last epoch's) and plots (`plots/metrics/{train,eval}/*.tsv`),
 so `dvc exp show` and `dvc plots show` follow a run while it trains. The SGD baseline writes its

@@ -396,7 +396,12 @@ def write_experiment(root, name, *, model, accuracy, loss, keras=False):
     directory.mkdir(parents=True)
     if keras:
         (directory / "best.keras").write_bytes(f"keras archive of {name}".encode())
-        summary = {"model_file": "best.keras", "tensorflow_version": "2.x", "keras_version": "3.x"}
+        summary = {
+            "model_file": "best.keras",
+            "backend": "tensorflow",
+            "tensorflow_version": "2.x",
+            "keras_version": "3.x",
+        }
     else:
         predictor = LinearPredictor(
             coef=np.ones((10, 64), np.float32),
@@ -438,6 +443,7 @@ def test_select_copies_the_best_experiment_with_a_card(tmp_path):
     assert [row["experiment"] for row in card["leaderboard"]] == ["digits_mlp", "digits_sgd"]
     assert card["baseline"]["experiment"] == "digits_sgd"
     assert card["versions"]["trained_with"] == {"tensorflow_version": "2.x", "keras_version": "3.x"}
+    assert card["backend"] == "tensorflow"  # the Keras backend that trained it
     assert "keras" in card["versions"] and "python" in card["versions"]
 
 
