@@ -216,6 +216,7 @@ def training(
     overrides: dict[str, Any] | None = None,
     release: bool = False,
     skip_if_unchanged: bool = False,
+    require_remotes: bool = False,
     project_dir: str = ".",
 ) -> dict[str, Any]:
     """Run the DVC pipeline stage group by stage group and publish its results.
@@ -231,6 +232,10 @@ def training(
             Refused when the workspace has uncommitted changes to begin with.
         skip_if_unchanged: the nightly mode: when `dvc status` reports nothing changed, run no
             stage and record the skip as an artifact.
+        require_remotes: refuse, before any stage runs, unless the project has a DVC remote
+            and a git remote `origin`: a deployment's run starts in a fresh clone on its
+            worker, and without the remotes it can neither skip what was computed elsewhere
+            nor keep what it computes (`nightly-retrain` sets it).
         project_dir: the project root (where `dvc.yaml` is); a deployment's working directory.
 
     Returns:
@@ -250,6 +255,8 @@ def training(
                 + "\nCommit or discard them first, so the release records exactly what ran."
             )
     remote = has_dvc_remote(root)
+    if require_remotes:
+        check_remotes(root, dvc_remote=remote)
     if remote:
         dvc_pull(root)
     groups = plan_groups(list_stages(root), params, selected)
@@ -280,6 +287,31 @@ def training(
     if remote:
         dvc_push(root)
     return summary
+
+
+def check_remotes(root: Path, *, dvc_remote: bool) -> None:
+    """Refuse, naming the settings to add, a project without a DVC remote or a git `origin`."""
+    missing = []
+    if not dvc_remote:
+        missing.append(
+            "a DVC remote, for the cached outputs a fresh worker pulls and the release reads "
+            "(`dvc remote add -d storage <url>`, committed in .dvc/config; credentials in the "
+            "worker's environment or `dvc remote modify --local`)"
+        )
+    remotes = subprocess.run(
+        ["git", "remote"], cwd=root, capture_output=True, text=True, check=False
+    ).stdout.split()
+    if "origin" not in remotes:
+        missing.append(
+            "a git remote `origin`, where the release pushes its commit and the registry's tags "
+            "(`git remote add origin <url>`; a deployment's clone of ATELIER_GIT_URL has it)"
+        )
+    if missing:
+        raise AtelierError(
+            f"This run needs remotes that {root} does not have (require_remotes): "
+            + "; ".join(missing)
+            + ". Nothing was run."
+        )
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -327,6 +359,12 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m flows.training
         help="run no stage when `dvc status` reports nothing changed (the nightly mode)",
     )
     parser.add_argument(
+        "--require-remotes",
+        action="store_true",
+        help="refuse before any stage unless the project has a DVC remote and a git `origin` "
+        "(what a deployment's fresh clone needs; `nightly-retrain` sets it)",
+    )
+    parser.add_argument(
         "--project-dir",
         default=".",
         metavar="DIR",
@@ -344,6 +382,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m flows.training
             overrides=overrides or None,
             release=args.release,
             skip_if_unchanged=args.skip_if_unchanged,
+            require_remotes=args.require_remotes,
             project_dir=args.project_dir,
         )
     except AtelierError as exc:

@@ -296,6 +296,28 @@ def test_release_from_dirty_workspace_is_refused(prefect_server, pristine):
         state.result()
 
 
+def test_a_run_that_requires_the_remotes_stops_before_any_stage_naming_both(
+    prefect_server, pristine
+):
+    """`nightly-retrain` on a fresh worker of a project with neither remote: refused first."""
+    root = pristine
+    state = training(project_dir=str(root), require_remotes=True, return_state=True)
+    assert_nothing_ran(root, state)
+    with pytest.raises(AtelierError, match=r"(?s)dvc remote add -d.*git remote add origin"):
+        state.result()
+    # With a DVC remote (a local directory) only the git remote is missing.
+    run(root, "dvc", "remote", "add", "--local", "-d", "storage", str(root.parent / "store"))
+    try:
+        state = training(project_dir=str(root), require_remotes=True, return_state=True)
+    finally:
+        run(root, "dvc", "remote", "remove", "--local", "storage")
+    assert_nothing_ran(root, state)
+    with pytest.raises(AtelierError) as refused:
+        state.result()
+    assert "git remote add origin" in str(refused.value)
+    assert "dvc remote add" not in str(refused.value)
+
+
 def test_command_line_reports_bad_input_without_traceback(pristine):
     root = pristine
     result = run(

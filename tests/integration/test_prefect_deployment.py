@@ -208,7 +208,9 @@ def test_deploy_run_on_a_worker_and_read_back_the_schedule(stack):
         nightly = client.read_deployment_by_name("training/nightly-retrain")
         assert nightly.work_pool_name == "gpu"
         assert nightly.parameters == declared["nightly-retrain"]["parameters"]
-        assert nightly.job_variables["env"]["CUDA_VISIBLE_DEVICES"] == "0"
+        # No device pinned: each gpu worker is started for its own GPU, and its runs inherit it.
+        assert "CUDA_VISIBLE_DEVICES" not in nightly.job_variables["env"]
+        assert nightly.parameters["require_remotes"] is True
         [schedule] = nightly.schedules
         expected = declared["nightly-retrain"]["schedules"][0]
         assert (schedule.schedule.cron, schedule.schedule.timezone, schedule.active) == (
