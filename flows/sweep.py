@@ -51,14 +51,27 @@ def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
 
 
-def validate_grid(root: Path, grid: dict[str, list[Any]], experiment: str) -> list[dict[str, Any]]:
+MAX_POINTS = 32
+
+
+def validate_grid(
+    root: Path, grid: dict[str, list[Any]], experiment: str, max_points: int = MAX_POINTS
+) -> list[dict[str, Any]]:
     """Every point of `grid`, each checked by the pipeline's schema before any runs.
 
     Raises:
-        ParamsError: naming the point's key that makes params.yaml invalid, or an unknown
+        ParamsError: a grid of more than `max_points` points (a typo in a value list can make
+            hundreds), naming the point's key that makes params.yaml invalid, or an unknown
             experiment.
     """
     combos = expand_grid(grid)
+    if len(combos) > max_points:
+        sizes = " × ".join(f"{len(values)} ({key})" for key, values in grid.items())
+        raise ParamsError(
+            f"The sweep grid has {len(combos)} points ({sizes}), more than max_points = "
+            f"{max_points}: narrow the grid, or raise max_points (`--max-points`) if you mean "
+            "it. Nothing was run."
+        )
     for combo in combos:
         parsed = {key: parse_override_value(key, value) for key, value in combo.items()}
         chosen = load_params_with(root, parsed).experiment(experiment)
@@ -183,6 +196,7 @@ def sweep(
     max_parallel: int = 2,
     apply_best: bool = False,
     project_dir: str = ".",
+    max_points: int = MAX_POINTS,
 ) -> dict[str, Any]:
     """Run every point of `grid` as a DVC experiment of `experiment`, `max_parallel` at a time.
 
@@ -195,6 +209,7 @@ def sweep(
             GPUs the worker has).
         apply_best: `dvc exp apply` the winner to the workspace.
         project_dir: the project root.
+        max_points: the largest grid accepted; a larger one is refused before any point runs.
 
     Returns:
         `{"points": [{name, started, finished}], "leaderboard": rows, "applied": name or None}`.
@@ -207,7 +222,7 @@ def sweep(
         raise ParamsError(f"max_parallel is {max_parallel}; it must be at least 1.")
     root = Path(project_dir).resolve()
     raw = load_yaml(root / paths.PARAMS_FILE)
-    combos = validate_grid(root, grid, experiment)
+    combos = validate_grid(root, grid, experiment, max_points)
     targets = [name for name in list_stages(root) if name.partition("@")[2] == experiment]
 
     from prefect.runtime import flow_run
@@ -286,6 +301,13 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m flows.sweep") 
         help="points running at once, each a process (default: 2; at most the cores or GPUs)",
     )
     parser.add_argument(
+        "--max-points",
+        type=int,
+        default=MAX_POINTS,
+        metavar="N",
+        help=f"refuse a grid of more points than this, before any runs (default: {MAX_POINTS})",
+    )
+    parser.add_argument(
         "--apply-best",
         action="store_true",
         help="`dvc exp apply` the best point to the workspace afterwards",
@@ -305,7 +327,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m flows.sweep") 
         key, _, values = item.partition("=")
         grid[key.strip()] = [value for value in values.split(",") if value]
     try:
-        validate_grid(Path(args.project_dir), grid, args.experiment)
+        validate_grid(Path(args.project_dir), grid, args.experiment, args.max_points)
         summary = sweep(
             grid=grid,
             experiment=args.experiment,
@@ -313,6 +335,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m flows.sweep") 
             max_parallel=args.max_parallel,
             apply_best=args.apply_best,
             project_dir=args.project_dir,
+            max_points=args.max_points,
         )
     except AtelierError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -117,3 +117,18 @@ def test_invalid_point_fails_before_any_point_runs(prefect_server, new_project):
     with pytest.raises(ParamsError, match=r"max_iter = -1: Input should be greater than 0"):
         state.result()
     assert run(root, "dvc", "exp", "list", "--name-only").stdout.strip() == ""
+
+
+def test_a_grid_over_max_points_is_refused_before_any_point_runs(prefect_server, new_project):
+    root = new_project(experiments=SGD_ONLY)
+    state = sweep(
+        grid={MAX_ITER: [1, 2, 3], "experiments.digits_sgd.model.alpha": [0.1, 0.01]},
+        experiment="digits_sgd",
+        max_points=4,
+        project_dir=str(root),
+        return_state=True,
+    )
+    assert state.is_failed()
+    with pytest.raises(ParamsError, match=r"6 points \(3 \(.*max_iter\) × 2 .*max_points = 4"):
+        state.result()
+    assert run(root, "dvc", "exp", "list", "--name-only").stdout.strip() == ""
