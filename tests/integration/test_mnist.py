@@ -56,6 +56,9 @@ def test_mnist_set_trains_and_evaluates_end_to_end(served_mnist, project_root, t
 
     raw = yaml.safe_load((project_root / "params.yaml").read_text())
     experiment = {**load_sets()["mnist"].experiments["mnist_mlp64_32"], "epochs": 4, "patience": 2}
+    # In this process, where other tests have loaded Keras on TensorFlow (a process has one
+    # backend); the set's own backend, JAX, is tested in processes of its own (test_backends).
+    experiment["backend"] = "tensorflow"
     raw["data"] |= {"datasets": ["mnist"], "mirrors": [served_mnist.url]}
     raw["experiments"] = {"mnist_mlp64_32": experiment}
     raw["crossval"] = {"experiments": [], "folds": []}
