@@ -5,7 +5,8 @@ Run from the project root after `dvc repro` (or `make repro`):
     .venv/bin/python benchmarks/seed_workloads.py
 
 Reads `metrics/<experiment>.json` and `metrics/crossval/<experiment>.json` of every regression
-and multi-label experiment in `params.yaml` and prints Markdown tables: the test figures, the
+and multi-label experiment in `params.yaml` (and the multi-label ones' `plots/<experiment>/
+per_label.csv`) and prints Markdown tables: the test figures, the
 training time the train stage recorded, and the seeds' own figures where they exist. Nothing is
 trained here; the figures are those `dvc metrics show` reports. It takes a few seconds, so
 `--quick` (which the test suite passes to every benchmark) does the same.
@@ -14,6 +15,7 @@ trained here; the figures are those `dvc metrics show` reports. It takes a few s
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
@@ -66,7 +68,9 @@ def main() -> None:
     )
     print("|---|---|--:|--:|--:|--:|---|--:|--:|")
     for name, m in multilabel:
-        per_label = {key[3:]: value for key, value in m.items() if key.startswith("f1_")}
+        # Per-label figures are in the evaluate stage's plots, not in the metrics file.
+        with open(ROOT / "plots" / name / "per_label.csv", newline="") as stream:
+            per_label = {row["label"]: float(row["f1"]) for row in csv.DictReader(stream)}
         worst = min(per_label, key=per_label.get)
         print(
             f"| {name} | {m['dataset']} | {m['micro_f1']:.4f} | {m['macro_f1']:.4f} "
