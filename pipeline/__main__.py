@@ -113,6 +113,7 @@ def _preprocess(args, params) -> None:
         raw_dir=paths.raw_dir(spec.name),
         out_dir=paths.prepared_dir(spec.name),
         settings=settings,
+        overview_dir=paths.overview_dir(spec.name),
     )
 
 

@@ -218,6 +218,7 @@ def prepare_dataset(spec, root: Path, *, download_settings=None, split_settings=
         raw_dir=paths.raw_dir(spec.name, root),
         out_dir=paths.prepared_dir(spec.name, root),
         settings=PreprocessSettings(),
+        overview_dir=paths.overview_dir(spec.name, root),
     )
     split(
         prepared_dir=paths.prepared_dir(spec.name, root),

@@ -10,6 +10,7 @@ DATA_DIR = Path("data")
 RAW_DIR = DATA_DIR / "raw"
 PREPARED_DIR = DATA_DIR / "prepared"
 SPLIT_DIR = DATA_DIR / "split"
+OVERVIEW_DIR = DATA_DIR / "overview"
 MODELS_DIR = Path("models")
 CHECKPOINTS_DIR = Path("checkpoints")
 LIVE_DIR = Path("live")
@@ -28,6 +29,11 @@ def prepared_dir(dataset: str, root: Path = Path(".")) -> Path:
 
 def split_dir(dataset: str, root: Path = Path(".")) -> Path:
     return root / SPLIT_DIR / dataset
+
+
+def overview_dir(dataset: str, root: Path = Path(".")) -> Path:
+    """`data/overview/<dataset>`: the prepared data's meta and sample images, for the report."""
+    return root / OVERVIEW_DIR / dataset
 
 
 def model_dir(experiment: str, root: Path = Path(".")) -> Path:

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.samples import SAMPLES_PER_CLASS, class_sample_indices
 from pipeline.figures.base import new_figure, save_figure
-
-SAMPLES_PER_CLASS = 8  # training images per class in the report's sample mosaics
 
 
 def _mosaic(
@@ -103,12 +102,9 @@ def plot_class_samples(
     seed: int = 0,
 ) -> None:
     """One row per class: `per_class` training images, the class name at the row's start."""
-    rng = np.random.default_rng(seed)
     tiles: list[np.ndarray | None] = []
-    for label in range(len(class_names)):
-        members = np.flatnonzero(y == label)
-        chosen = rng.choice(members, size=min(per_class, len(members)), replace=False)
-        row = [_displayable(x[index]) for index in sorted(chosen)]
+    for chosen in class_sample_indices(y, len(class_names), per_class=per_class, seed=seed):
+        row = [_displayable(x[index]) for index in chosen]
         tiles += row + [None] * (per_class - len(row))
     canvas, (height, _), (pad, head) = _mosaic(
         tiles, per_class, gap=0.1, top=0.0, value_max=value_max

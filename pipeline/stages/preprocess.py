@@ -20,6 +20,7 @@ import numpy as np
 from pipeline.core.errors import DataError
 from pipeline.core.io import atomic_dir, atomic_write_json
 from pipeline.data.catalog import DatasetSpec
+from pipeline.data.samples import class_sample_indices
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +32,47 @@ class PreprocessSettings:
 
 
 def preprocess(
-    spec: DatasetSpec, *, raw_dir: Path, out_dir: Path, settings: PreprocessSettings
+    spec: DatasetSpec,
+    *,
+    raw_dir: Path,
+    out_dir: Path,
+    settings: PreprocessSettings,
+    overview_dir: Path | None = None,
 ) -> dict:
-    """Write x_train/y_train/x_test/y_test `.npy` and `meta.json` to `out_dir`; return the meta."""
+    """Write x_train/y_train/x_test/y_test `.npy` and `meta.json` to `out_dir`; return the meta.
+
+    With `overview_dir`, also write there what the report shows of the dataset (see
+    `write_overview`), so that the report depends on a few kilobytes, not on the data.
+    """
     if not Path(raw_dir).is_dir():
         raise DataError(
             f"{raw_dir} does not exist: run the download stage first "
             f"(`dvc repro download@{spec.name}`)."
         )
     if spec.kind == "image_files":
-        return _preprocess_image_files(spec, Path(raw_dir), Path(out_dir), settings)
+        meta = _preprocess_image_files(spec, Path(raw_dir), Path(out_dir), settings)
+    else:
+        meta = _preprocess_arrays(spec, Path(raw_dir), Path(out_dir), settings)
+    if overview_dir is not None:
+        write_overview(meta, Path(out_dir), Path(overview_dir))
+    return meta
+
+
+def write_overview(meta: dict, prepared_dir: Path, out_dir: Path) -> None:
+    """`meta.json`, and for image arrays `samples.npz` (x, y: the training images that the
+    report's class mosaic shows, chosen by `class_sample_indices`)."""
+    with atomic_dir(out_dir) as staging:
+        atomic_write_json(staging / "meta.json", meta)
+        if meta["kind"] == "images":
+            y = np.load(prepared_dir / "y_train.npy")
+            x = np.load(prepared_dir / "x_train.npy", mmap_mode="r")
+            rows = np.concatenate(class_sample_indices(y, int(meta["num_classes"])))
+            np.savez(staging / "samples.npz", x=np.asarray(x[rows]), y=y[rows])
+
+
+def _preprocess_arrays(
+    spec: DatasetSpec, raw_dir: Path, out_dir: Path, settings: PreprocessSettings
+) -> dict:
     arrays = spec.reader(Path(raw_dir))
     check = _check_regression if spec.task == "regression" else _check
     x_train, y_train = check(arrays.x_train, arrays.y_train, spec, "train")

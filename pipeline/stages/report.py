@@ -1,7 +1,8 @@
 """Report stage (`report`): one Markdown report across all experiments, figures beside it.
 
 Reads only what earlier stages wrote — `metrics/<experiment>.json`, `plots/<experiment>/` and each
-dataset's training images (for the sample grids) — and writes `reports/`:
+dataset's overview (`data/overview/<dataset>/`: its meta and the sample grid's images, a few
+kilobytes, so a change to the data itself does not re-run the report) — and writes `reports/`:
 
 - `report.md`: two leaderboards — classification sorted by test accuracy, with the
   scikit-learn baseline marked and every network's margin over the baseline of the same dataset;
@@ -106,10 +107,10 @@ def build_report(params: Params, *, root: Path = Path(".")) -> Path:
 
 
 def _dataset_section(dataset: str, root: Path, staging: Path) -> list[str]:
-    prepared = paths.prepared_dir(dataset, root)
-    meta_path = prepared / "meta.json"
-    if not (meta_path.is_file() and (prepared / "x_train.npy").is_file()):
-        return [f"### {dataset}", "", f"(no prepared data under {prepared})", ""]
+    overview = paths.overview_dir(dataset, root)
+    meta_path = overview / "meta.json"
+    if not meta_path.is_file():
+        return [f"### {dataset}", "", f"(no overview of the prepared data under {overview})", ""]
     meta = read_json(meta_path)
     if meta.get("kind") == "image_files":
         size = "×".join(str(side) for side in meta["input_shape"])
@@ -139,8 +140,8 @@ def _dataset_section(dataset: str, root: Path, staging: Path) -> list[str]:
             "deviation of the training rows only (data/split/<dataset>/standardize.json).",
             "",
         ]
-    x = np.load(prepared / "x_train.npy", mmap_mode="r")
-    y = np.load(prepared / "y_train.npy")
+    with np.load(overview / "samples.npz") as samples:
+        x, y = samples["x"], samples["y"]
     figure_name = f"samples_{dataset}.png"
     class_names = tuple(meta["class_names"])
     plot_class_samples(

@@ -313,15 +313,18 @@ def code_dep_problems(dvc: dict, graph: Graph) -> list[str]:
 
 
 def data_dep_problems(dvc: dict) -> list[str]:
-    """A stage run per dataset or per experiment depends on its own dataset's data only."""
+    """A stage run per dataset or per experiment depends on its own dataset's data only; a stage
+    run once (the report) on no dataset's data at all: it reads the small `data/overview`."""
     problems = []
     for name, stage in stage_templates(dvc).items():
         per_item = "foreach" in dvc["stages"][name] or "matrix" in dvc["stages"][name]
-        if not per_item:
-            continue
         for dep in map(str, stage.get("deps", [])):
             if dep.startswith(("data/prepared", "data/split", "data/raw")) and "${" not in dep:
-                problems.append(f"{name}: depends on all of {dep}, not its own dataset's")
+                problems.append(
+                    f"{name}: depends on all of {dep}, not its own dataset's"
+                    if per_item
+                    else f"{name}: depends on all of {dep}, not on data/overview"
+                )
     return problems
 
 
@@ -365,4 +368,10 @@ def test_a_missing_dep_or_an_extra_import_is_caught(dvc_yaml, graph):
     wide["stages"]["evaluate"]["do"]["deps"].append("data/prepared")
     assert data_dep_problems(wide) == [
         "evaluate: depends on all of data/prepared, not its own dataset's"
+    ]
+    # And the report reading every dataset's prepared data instead of their overviews.
+    heavy = copy.deepcopy(dvc_yaml)
+    heavy["stages"]["report"]["deps"].append("data/prepared")
+    assert data_dep_problems(heavy) == [
+        "report: depends on all of data/prepared, not on data/overview"
     ]

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from pipeline.core.errors import AtelierError
+from pipeline.data.samples import SAMPLES_PER_CLASS, class_sample_indices
 from pipeline.figures.images import plot_class_samples
 from pipeline.params import parse_params
 from pipeline.stages.evaluate import evaluate_experiment
@@ -125,6 +126,29 @@ def test_linked_figures_exist_and_are_real_pictures(evaluated, report):
         image = imread(evaluated / "reports" / link)
         assert image.ndim == 3 and min(image.shape[:2]) >= 150, link
         assert image[..., :3].std() > 0.05, f"{link} is blank"
+
+
+def test_the_report_reads_each_datasets_overview_not_its_prepared_data(evaluated, report, tmp_path):
+    copy = tmp_path / "project"
+    shutil.copytree(
+        evaluated, copy, ignore=shutil.ignore_patterns("prepared", "split", "raw", "reports")
+    )
+    assert build_report(parse_params(params_dict()), root=copy).read_text() == report
+    assert (copy / "reports/samples_digits.png").read_bytes() == (
+        evaluated / "reports/samples_digits.png"
+    ).read_bytes()
+
+
+def test_the_overview_holds_the_images_a_mosaic_of_all_training_images_would_show(evaluated):
+    prepared = evaluated / "data/prepared/digits"
+    x, y = np.load(prepared / "x_train.npy"), np.load(prepared / "y_train.npy")
+    with np.load(evaluated / "data/overview/digits/samples.npz") as samples:
+        sample_x, sample_y = samples["x"], samples["y"]
+    rows = np.concatenate(class_sample_indices(y, 10))
+    assert len(rows) == 10 * SAMPLES_PER_CLASS
+    assert np.array_equal(sample_x, x[rows]) and np.array_equal(sample_y, y[rows])
+    # Chosen again from the chosen rows, the same images in the same order.
+    assert np.array_equal(np.concatenate(class_sample_indices(sample_y, 10)), np.arange(len(rows)))
 
 
 def test_dvc_plots_curves_are_dvclive_files_not_report_copies(evaluated, report):
