@@ -3,8 +3,8 @@
 Each point is `dvc exp run --temp -n <name> -S key=value ... train@<exp> evaluate@<exp>`: DVC
 runs it in its own temporary workspace and records it as an experiment (a git ref), so points
 do not share a working tree and `dvc exp show` / `dvc exp apply` work on the results as on any
-other experiment. Points run on a Prefect thread-pool task runner with `max_parallel` slots;
-to spread a larger grid over machines, run one `sweep` per worker on part of the grid.
+other experiment. Points run on a Prefect thread-pool task runner with `max_parallel` slots,
+or, with `--deployment`, each as a flow run on a work pool's workers (flows/sweep_pool.py).
 
     python -m flows.sweep -e digits_sgd -g experiments.digits_sgd.model.max_iter=5,10,20 -j 2
 """
@@ -32,6 +32,7 @@ from flows.common import (
     run_command,
     tool_env,
 )
+from flows.sweep_pool import POINT_RETRIES, pool_preflight, run_points_on_pool
 from pipeline.core import paths
 from pipeline.core.errors import AtelierError, ParamsError
 from pipeline.core.metrics import sort_key
@@ -197,8 +198,12 @@ def sweep(
     apply_best: bool = False,
     project_dir: str = ".",
     max_points: int = MAX_POINTS,
+    point_deployment: str | None = None,
+    git_remote: str = "origin",
+    point_retries: int = POINT_RETRIES,
 ) -> dict[str, Any]:
-    """Run every point of `grid` as a DVC experiment of `experiment`, `max_parallel` at a time.
+    """Run every point of `grid` as a DVC experiment of `experiment`: `max_parallel` at a time
+    here, or each as a flow run of `point_deployment` on its work pool's workers.
 
     Args:
         grid: `{"experiments.digits_mlp.learning_rate": [0.001, 0.01], ...}`; keys are
@@ -210,6 +215,9 @@ def sweep(
         apply_best: `dvc exp apply` the winner to the workspace.
         project_dir: the project root.
         max_points: the largest grid accepted; a larger one is refused before any point runs.
+        point_deployment: e.g. `sweep-point/points-gpu`: each point a run of it on its pool
+            (`max_parallel` then unused); `git_remote` the workers clone and push to; a
+            crashed point submitted again up to `point_retries` times.
 
     Returns:
         `{"points": [{name, started, finished}], "leaderboard": rows, "applied": name or None}`.
@@ -229,21 +237,21 @@ def sweep(
 
     prefix = f"{experiment}-{flow_run.name or 'sweep'}"
     points = [(f"{prefix}-{index}", combo) for index, combo in enumerate(combos, start=1)]
-    logger.info("%d point(s), %d at a time: %s", len(points), max_parallel, ", ".join(targets))
-    with ThreadPoolTaskRunner(max_workers=max_parallel) as runner:
-        futures = [
-            runner.submit(
-                run_point,
-                {
-                    "root": root,
-                    "name": name,
-                    "set_args": [_set_arg(raw, key, value) for key, value in combo.items()],
-                    "targets": targets,
-                },
-            )
-            for name, combo in points
-        ]
-        timings = [future.result() for future in futures]
+    set_args = {name: [_set_arg(raw, key, value) for key, value in combo.items()]
+                for name, combo in points}  # fmt: skip
+    if point_deployment:
+        revision = pool_preflight(root, point_deployment, git_remote)
+        logger.info(
+            "%d point(s) of commit %s to %s: %s",
+            len(points), revision[:7], point_deployment, ", ".join(targets),
+        )  # fmt: skip
+        timings = run_points_on_pool(
+            root, point_deployment, set_args, revision=revision, targets=targets,
+            git_remote=git_remote, point_retries=point_retries,
+        )  # fmt: skip
+    else:
+        logger.info("%d point(s), %d at a time: %s", len(points), max_parallel, ", ".join(targets))
+        timings = _run_here(root, set_args, targets, max_parallel)
     rows = sweep_leaderboard(
         experiment_results(root, [n for n, _ in points]), points, experiment, metric
     )
@@ -257,6 +265,20 @@ def sweep(
         applied = rows[0]["experiment"]
         run_command(["dvc", "exp", "apply", applied], root, logger)
     return {"points": timings, "leaderboard": rows, "applied": applied}
+
+
+def _run_here(
+    root: Path, set_args: dict[str, list[str]], targets: list[str], max_parallel: int
+) -> list[dict[str, Any]]:
+    """Every point as `dvc exp run --temp` on this machine, `max_parallel` at a time."""
+    with ThreadPoolTaskRunner(max_workers=max_parallel) as runner:
+        futures = [
+            runner.submit(
+                run_point, {"root": root, "name": name, "set_args": args, "targets": targets}
+            )
+            for name, args in set_args.items()
+        ]
+        return [future.result() for future in futures]
 
 
 def main(argv: list[str] | None = None, *, prog: str = "python -m flows.sweep") -> int:
@@ -308,6 +330,21 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m flows.sweep") 
         help=f"refuse a grid of more points than this, before any runs (default: {MAX_POINTS})",
     )
     parser.add_argument(
+        "--deployment",
+        metavar="FLOW/DEPLOYMENT",
+        help="submit each point to this deployment's work pool (e.g. sweep-point/points-gpu) "
+        "instead of running it here: any number of workers, on any machines, take points",
+    )
+    parser.add_argument(
+        "--git-remote",
+        default="origin",
+        metavar="NAME",
+        help="with --deployment: the git remote the workers clone and push to",
+    )
+    parser.add_argument("--point-retries", type=int, default=POINT_RETRIES, metavar="N",
+                        help=f"with --deployment: a crashed point runs again up to N times "
+                        f"(default: {POINT_RETRIES})")  # fmt: skip
+    parser.add_argument(
         "--apply-best",
         action="store_true",
         help="`dvc exp apply` the best point to the workspace afterwards",
@@ -336,6 +373,9 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m flows.sweep") 
             apply_best=args.apply_best,
             project_dir=args.project_dir,
             max_points=args.max_points,
+            point_deployment=args.deployment,
+            git_remote=args.git_remote,
+            point_retries=args.point_retries,
         )
     except AtelierError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,207 @@
+"""A sweep spread over a work pool, for real: a Prefect server, a bare git repository as
+`origin`, a local directory as the DVC remote, and two process workers on the `gpu` pool started
+from two separate directories (two "machines" that share nothing but the remotes).
+
+The sweep's 4 points of `digits_sgd` go to the `points-gpu` deployment; one point's processes
+are killed with SIGKILL while it runs. Checked: the mistakes refused before anything is
+submitted; every point ran and each worker ran at least one; the killed point was reported
+Crashed and submitted again; the leaderboard has all 4; a fresh clone lists all 4 experiments
+with their metrics after `dvc exp pull`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.prefect_stack import VENV_BIN, make_repository, prefect
+
+pytestmark = pytest.mark.slow
+
+DEPLOYMENT = "sweep-point/points-gpu"
+VALUES = [5, 10, 20, 40]
+SWEEP_TIMEOUT_S = 600
+
+
+def run(cwd: Path, env: dict, *command: str) -> str:
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{command}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def sweep_command(values: list = VALUES) -> list[str]:
+    return [
+        str(VENV_BIN / "python"), "-m", "flows.sweep", "-e", "digits_sgd",
+        "-g", "experiments.digits_sgd.model.max_iter=" + ",".join(map(str, values)),
+        "--deployment", DEPLOYMENT,
+    ]  # fmt: skip
+
+
+def point_runs(api_url: str) -> list:
+    """The flow runs of the point deployment on the server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["points-gpu"]))
+        )
+
+
+def kill_flow_run(flow_run_id) -> int:
+    """SIGKILL every process of the flow run (the engine and the git/dvc commands it started,
+    which all carry its id in their environment); return how many."""
+    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return killed
+
+
+@pytest.fixture
+def project(stack) -> dict:
+    """origin (bare), the DVC remote with digits prepared, and a clone to sweep from."""
+    env, tmp = stack["env"], stack["tmp"]
+    source = make_repository(tmp / "source", env)
+    origin = tmp / "origin.git"
+    run(tmp, env, "git", "clone", "--quiet", "--bare", str(source), str(origin))
+    parent = tmp / "parent"
+    run(tmp, env, "git", "clone", "--quiet", str(origin), str(parent))
+    for command in (
+        ["dvc", "remote", "add", "-d", "storage", str(tmp / "dvc-storage")],
+        ["dvc", "repro", "--quiet", "split@digits"],
+        ["git", "add", "--all"],
+        ["git", "commit", "--quiet", "-m", "digits prepared; a DVC remote"],
+        ["git", "push", "--quiet", "origin", "HEAD"],
+        ["dvc", "push", "--quiet"],
+    ):
+        run(parent, env, *command)
+    env["ATELIER_GIT_URL"] = str(origin)
+    return {"origin": origin, "parent": parent}
+
+
+def test_a_sweep_on_a_work_pool_survives_a_killed_point(stack, project):
+    env, tmp, parent = stack["env"], stack["tmp"], project["parent"]
+
+    # Refused before anything is submitted: a deployment the server does not have ...
+    for pool in ("cpu", "gpu"):
+        prefect(stack, "work-pool", "create", pool, "--type", "process")
+    missing = subprocess.run(
+        sweep_command(), cwd=parent, env=env, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert missing.returncode == 2, missing.stdout + missing.stderr
+    assert f"No deployment '{DEPLOYMENT}' on the Prefect server" in missing.stderr
+    assert "python -m flows.deploy" in missing.stderr
+    run(parent, env, str(VENV_BIN / "python"), "-m", "flows.deploy", "--name", "points-gpu")
+    # ... a commit the workers could not clone ...
+    run(parent, env, "git", "commit", "--quiet", "--allow-empty", "-m", "not pushed")
+    unpushed = subprocess.run(
+        sweep_command(), cwd=parent, env=env, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert unpushed.returncode == 2
+    assert "is not on 'origin'" in unpushed.stderr and "git push origin HEAD" in unpushed.stderr
+    run(parent, env, "git", "reset", "--quiet", "--hard", "origin/HEAD")
+    # ... and a point whose params the schema refuses.
+    invalid = subprocess.run(
+        sweep_command([5, -3]),
+        cwd=parent, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert invalid.returncode == 2
+    assert "max_iter" in invalid.stderr and "Traceback" not in invalid.stderr
+    assert point_runs(stack["api_url"]) == []
+
+    # Two "machines": a worker each, one point at a time, in directories of their own.
+    logs = {}
+    for machine in ("a", "b"):
+        home = tmp / f"machine-{machine}"
+        home.mkdir()
+        logs[machine] = home / "worker.log"
+        with open(logs[machine], "w") as out:
+            stack["processes"].append(
+                subprocess.Popen(
+                    [
+                        str(VENV_BIN / "prefect"),
+                        "worker",
+                        "start",
+                        "--pool",
+                        "gpu",
+                        "--name",
+                        f"gpu-{machine}",
+                        "--limit",
+                        "1",
+                    ],
+                    cwd=home,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )  # fmt: skip
+            )
+
+    sweep_log = tmp / "sweep.log"
+    with open(sweep_log, "w") as out:
+        sweep = subprocess.Popen(
+            sweep_command(), cwd=parent, env=env, stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    # Kill the first point that runs, mid-run: every process of it, as a lost machine would.
+    killed_run = None
+    deadline = time.monotonic() + SWEEP_TIMEOUT_S
+    while killed_run is None:
+        assert sweep.poll() is None, sweep_log.read_text()
+        assert time.monotonic() < deadline, sweep_log.read_text()
+        running = [r for r in point_runs(stack["api_url"]) if r.state and r.state.is_running()]
+        if running and kill_flow_run(running[0].id):
+            killed_run = running[0]
+        time.sleep(0.2)  # polling interval
+    assert sweep.wait(timeout=SWEEP_TIMEOUT_S) == 0, sweep_log.read_text()
+    output = sweep_log.read_text()
+
+    runs = point_runs(stack["api_url"])
+    states = sorted(r.state.type.value for r in runs)
+    assert states == ["COMPLETED"] * 4 + ["CRASHED"], (states, output)
+    killed_name = killed_run.name.removeprefix("point-")
+    assert f"point {killed_name} crashed" in output
+    assert f"point-{killed_name}-retry1" in {r.name for r in runs}
+    # Each worker ran at least one point.
+    completed = {str(r.id) for r in runs if r.state.is_completed()}
+    for machine, log in logs.items():
+        taken = {run_id for run_id in completed if run_id in log.read_text()}
+        assert taken, f"worker {machine} ran no point:\n{log.read_text()}"
+    # The leaderboard: every point, with the value it ran.
+    rows = [line for line in output.splitlines() if line.startswith("| digits_sgd-")]
+    assert len(rows) == 4, output
+    assert sorted(int(row.split("|")[3]) for row in rows) == VALUES
+
+    # A fresh clone sees all four, with their metrics, once it pulls them.
+    fresh = tmp / "fresh"
+    run(tmp, env, "git", "clone", "--quiet", str(project["origin"]), str(fresh))
+    names = run(fresh, env, "dvc", "exp", "list", "--name-only", "origin").split()
+    assert len(names) == 4, names
+    run(fresh, env, "dvc", "exp", "pull", "origin", *names)
+    shown = json.loads(run(fresh, env, "dvc", "exp", "show", "--json", "--no-fetch"))
+    metrics = {
+        rev["name"]: rev["data"]["metrics"]["metrics/digits_sgd.json"]["data"]
+        for baseline in shown
+        for experiment in baseline.get("experiments") or []
+        for rev in experiment.get("revs") or []
+        if rev.get("name") in names
+    }
+    assert sorted(metrics) == sorted(names)
+    assert all(figures["test_accuracy"] > 0.5 for figures in metrics.values()), metrics
