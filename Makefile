@@ -29,7 +29,7 @@ repro: venv
 
 ## Run the whole test suite (unit, integration, slow end-to-end).
 test: venv
-	$(BIN)/python -m pytest -m "not gpu"
+	$(BIN)/python -m pytest -m "not gpu" -n auto
 
 ## Unit tests only.
 test-fast: venv
