@@ -8,7 +8,10 @@ first:
 
 - `dvc --help`: DVC's start alone (interpreter, imports, the command-line parser);
 - `dvc status`: the same checks as a no-op repro, nothing run;
-- `dvc repro` with nothing to do (the goal: at most 1.5 s for the default pipeline).
+- `dvc repro` with nothing to do (the goal: at most 1.5 s for the default pipeline);
+- DVC's floor: a no-op `dvc repro` of a synthetic project built in a temporary directory with
+  as many stages as the measured pipeline, each with one one-byte file dependency, one
+  parameter and one output, no code and no data: what DVC costs for that many stages alone.
 
 Also printed: what DVC checks (stages, dependencies and outputs, and the files behind them, from
 `dvc.lock`), the largest entries first.
@@ -46,11 +49,13 @@ MEASURES = {
     "start": ("dvc", "--help"),
     "status": ("dvc", "status"),
     "repro": ("dvc", "repro"),
+    "floor": ("dvc", "repro"),  # in the synthetic project
 }
 LABELS = {
     "start": "`dvc --help` (DVC's start)",
     "status": "`dvc status`, nothing changed",
     "repro": "`dvc repro`, nothing to do",
+    "floor": "DVC's floor: `dvc repro`, nothing to do, same number of trivial stages",
 }
 
 
@@ -124,6 +129,32 @@ def make_quick_copy(destination: Path, env: dict[str, str]) -> None:
     run(["dvc", "repro"], destination, env)
 
 
+def make_floor_project(destination: Path, stages: int, env: dict[str, str]) -> None:
+    """A built git + DVC project of `stages` trivial stages (`foreach` over a params list): each
+    depends on one one-byte file and its own parameter and writes one file."""
+    items = [f"s{index}" for index in range(stages)]
+    write_params(destination / "params.yaml", {"items": items, "value": dict.fromkeys(items, 1)})
+    (destination / "input").write_text("1")
+    stage = {
+        "foreach": "${items}",
+        "do": {
+            "cmd": "echo ${item} > out_${item}",
+            "deps": ["input"],
+            "params": ["value.${item}"],
+            "outs": ["out_${item}"],
+        },
+    }
+    (destination / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"trivial": stage}}))
+    for command in (
+        ["git", "init", "--quiet"],
+        ["git", "config", "user.name", "Atelier benchmark"],
+        ["git", "config", "user.email", "bench@atelier.invalid"],
+        ["dvc", "init", "--quiet"],
+        ["dvc", "repro", "--quiet"],
+    ):
+        run(command, destination, env)
+
+
 def require_up_to_date(root: Path, env: dict[str, str]) -> None:
     """Stop with the fix when `dvc status` finds anything to run: a no-op needs a built pipeline."""
     result = subprocess.run(
@@ -156,16 +187,17 @@ def lock_summary(root: Path) -> tuple[int, int, int, int, list[tuple[int, str]]]
     return stages, entries, len(files), sum(files.values()), largest
 
 
-def measure(root: Path, repeats: int, env: dict[str, str]) -> dict[str, list[float]]:
+def measure(root: Path, floor: Path, repeats: int, env: dict[str, str]) -> dict[str, list[float]]:
     names = list(MEASURES)
+    where = {name: floor if name == "floor" else root for name in names}
     for name in names:  # warm-up: page cache, DVC's state database
-        timed(MEASURES[name], root, env)
+        timed(MEASURES[name], where[name], env)
     times: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(repeats):
         shift = repeat % len(names)
         for name in names[shift:] + names[:shift]:
-            elapsed, output = timed(MEASURES[name], root, env)
-            if name == "repro" and "Running stage" in output:
+            elapsed, output = timed(MEASURES[name], where[name], env)
+            if name in ("repro", "floor") and "Running stage" in output:
                 sys.exit(f"`dvc repro` ran a stage; the pipeline was not up to date:\n{output}")
             times[name].append(elapsed)
     return times
@@ -192,6 +224,7 @@ def main() -> int:
     env = tool_env()
     load_before = os.getloadavg()[0]
     copy = Path(tempfile.mkdtemp(prefix="atelier-bench-noop-")) if args.quick else None
+    floor = Path(tempfile.mkdtemp(prefix="atelier-bench-floor-"))
     try:
         if copy is not None:
             started = time.perf_counter()
@@ -201,9 +234,11 @@ def main() -> int:
         else:
             root = PROJECT_ROOT
             require_up_to_date(root, env)
-        times = measure(root, repeats, env)
         stages, entries, paths, files, largest = lock_summary(root)
+        make_floor_project(floor, stages, env)
+        times = measure(root, floor, repeats, env)
     finally:
+        shutil.rmtree(floor, ignore_errors=True)
         if copy is not None and args.keep:
             print(f"kept {copy}", file=sys.stderr)
         elif copy is not None:
@@ -232,6 +267,10 @@ def main() -> int:
             verdict = "met" if median <= GOAL_S else "**missed**"
             if args.quick:
                 verdict += " (small copy)"
+        if name == "floor":
+            verdict = f"ours is {statistics.median(times['repro']) / median:.2f}× this" + (
+                f"; above {GOAL_S} s itself" if median > GOAL_S else ""
+            )
         ratio = "1" if name == "start" else f"{median / start:.2f}×"
         print(f"| {LABELS[name]} | {summary(times[name])} | {ratio} | {goal} | {verdict} |")
     print(
