@@ -6,7 +6,8 @@ of its pool, on any number of machines, take the points as they have room: a wor
 `--limit 1` runs one point at a time (one GPU each). On its worker a point runs `sweep_point` in a
 fresh clone of the project (the deployment's pull step clones it): it checks out the sweep's
 commit, pulls the inputs its stages need from the DVC remote (`dvc pull --with-deps`), runs as a
-DVC experiment (`dvc exp run -n <point> -S ...`) and pushes it (`dvc exp push origin <point>`: the
+DVC experiment (`dvc exp run -n <point> -S ...`, its training's resume state pushed to the DVC
+remote every epoch: `runtime.checkpoint_every`) and pushes it (`dvc exp push origin <point>`: the
 experiment's git ref to origin, its outputs to the DVC remote).
 
 The parent checks before submitting anything that the deployment and its pool exist, that the
@@ -202,6 +203,7 @@ def sweep_point(
     targets: list[str],
     git_remote: str = "origin",
     project_dir: str = ".",
+    checkpoint_every: int = 1,
 ) -> dict[str, Any]:
     """One point of a distributed sweep, in the clone the deployment's pull step made.
 
@@ -212,6 +214,9 @@ def sweep_point(
         targets: the stages it runs (`train@<experiment>`, `evaluate@<experiment>`).
         git_remote: where the commit comes from and the experiment goes.
         project_dir: the clone's root.
+        checkpoint_every: push the training's resume state to the DVC remote every N epochs
+            (`runtime.checkpoint_every`), so that the point, run again after a crash on any
+            worker, resumes from it; 0: never.
 
     Raises:
         AtelierError: the inputs cannot be pulled from the DVC remote, or the push is refused,
@@ -236,8 +241,9 @@ def sweep_point(
             "`dvc remote modify --local <remote> ...` in its clone)."
         ) from exc
     started = time.time()
+    sets = [*set_args, f"runtime.checkpoint_every={checkpoint_every}"]
     run_command(
-        ["dvc", "exp", "run", "-n", name, *(a for s in set_args for a in ("-S", s)), *targets],
+        ["dvc", "exp", "run", "-n", name, *(a for s in sets for a in ("-S", s)), *targets],
         root,
         logger,
     )

@@ -31,6 +31,19 @@ class HistoryLog(keras.callbacks.Callback):
         self.state.epoch_done(row)
 
 
+class RemoteStatePush(keras.callbacks.Callback):
+    """Push the resume state to the DVC remote as each epoch ends (the store decides which
+    epochs). Place it last: the epoch's backup, checkpoint and history are then on disk."""
+
+    def __init__(self, store, state):
+        super().__init__()
+        self.store = store
+        self.state = state
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.store.push(self.state.directory, epoch + 1)
+
+
 class LiveMetrics(keras.callbacks.Callback):
     """Each epoch's figures into DVCLive's `Live`, named as DVCLive's Keras callback names them
     (`train/accuracy`, `eval/accuracy`, ...), on any backend: that callback imports TensorFlow.

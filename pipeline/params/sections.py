@@ -54,6 +54,12 @@ class RuntimeParams(StrictModel):
     mixed_precision: Literal["auto", "on", "off"] = "auto"
     steps_per_execution: Annotated[int, Field(ge=1, le=1000)] = 32
     deterministic: bool = True
+    checkpoint_every: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        0,
+        description="Push a Keras run's resume state to the DVC remote every N epochs, so that "
+        "a run retried on another machine resumes from it; 0 keeps it on this machine only "
+        "(pipeline/modeling/resume_store.py).",
+    )
     backend: Literal["tensorflow", "jax"] = Field(
         "tensorflow",
         description="The Keras backend of experiments whose own `backend` is empty "

@@ -38,7 +38,6 @@ import numpy as np
 from pipeline.core import paths
 from pipeline.core.errors import AtelierError, DataError
 from pipeline.core.io import atomic_dir, atomic_write_bytes, atomic_write_json, read_json
-from pipeline.core.metrics import mode
 from pipeline.core.runlock import RunLock
 from pipeline.modeling.backend import backend_of, use_backend
 from pipeline.modeling.device import (
@@ -47,8 +46,10 @@ from pipeline.modeling.device import (
     library_versions,
     seed_everything,
 )
-from pipeline.modeling.inputs import input_spec, make_datasets
+from pipeline.modeling.fitting import fit, fit_summary
+from pipeline.modeling.inputs import input_spec
 from pipeline.modeling.resume import ResumeState, fingerprint
+from pipeline.modeling.resume_store import RemoteResumeStore
 from pipeline.params import TASK_METRIC, Experiment, Params, RuntimeParams
 
 log = logging.getLogger(__name__)
@@ -274,11 +275,21 @@ def train_keras(
     run_params |= {"mixed_precision": device["mixed_precision"], "backend": device["backend"]}
     run_fingerprint = fingerprint(run_params, data.files)
     state = ResumeState(checkpoint_dir, keys=history_keys(data.task))
+    # checkpoints/<run> → the project root, whose DVC remote keeps the state when asked to.
+    store = RemoteResumeStore.open(
+        checkpoint_dir.resolve().parents[1], state.directory.name, run_fingerprint,
+        runtime.checkpoint_every,
+    )  # fmt: skip
+    if store is not None:
+        store.fetch(state.directory)
     with _scope(strategy):
         resuming = state.start(run_fingerprint, model)
-    _fit(model, experiment, data, state, resuming=resuming, seed=seed, live_dir=live_dir)
+    fit(
+        model, experiment, data, state, resuming=resuming, seed=seed, live_dir=live_dir,
+        store=store,
+    )  # fmt: skip
 
-    summary = _summary(experiment, data, model, state, name=name, fold=fold)
+    summary = fit_summary(experiment, data, model, state, name=name, fold=fold)
     summary |= {"resumed": resuming, **device, **library_versions(keras_too=True)}
     with atomic_dir(out_dir) as staging:
         shutil.copyfile(state.best_model_path, staging / "best.keras")
@@ -287,6 +298,8 @@ def train_keras(
     with atomic_dir(live_dir) as staging:
         shutil.copytree(state.live_dir, staging, dirs_exist_ok=True)
     state.finish()
+    if store is not None:
+        store.discard()
     figures = ("val_loss", f"val_{TASK_METRIC[data.task]}")
     log.info(
         "%s: best epoch %d of %d, %s, %.1f s",
@@ -334,101 +347,3 @@ def _compiled_model(
 
 def _scope(strategy):
     return strategy.scope() if strategy else contextlib.nullcontext()
-
-
-def _fit(
-    model,
-    experiment: Experiment,
-    data: TrainData,
-    state: ResumeState,
-    *,
-    resuming: bool,
-    seed: int,
-    live_dir: Path,
-) -> None:
-    """`model.fit` with the callbacks that keep `state` resumable after every epoch; DVCLive's
-    files are mirrored to `live_dir` as each epoch ends."""
-    from dvclive import Live
-
-    from pipeline.modeling.callbacks import (
-        AtomicBackupAndRestore,
-        BestCheckpoint,
-        HistoryLog,
-        LiveMetrics,
-        LiveMirror,
-        ResumableEarlyStopping,
-    )
-    from pipeline.modeling.progress import training_progress
-
-    # Keras' progress bar on a terminal; elsewhere (DVC, Prefect, CI) time-stamped log lines.
-    progress = training_progress(state.directory.name)
-    # Order matters: the epoch's figures and best checkpoint are on disk before the backup
-    # says the epoch is done, so a kill in between re-runs the epoch rather than losing it.
-    callbacks = [
-        progress,
-        HistoryLog(state),
-        BestCheckpoint(state, experiment.monitor),
-    ]
-    if experiment.patience:
-        callbacks.append(
-            ResumableEarlyStopping(
-                best=state.best(),
-                monitor=experiment.monitor,
-                patience=experiment.patience,
-                mode=mode(experiment.monitor),
-            )
-        )
-    callbacks.append(AtomicBackupAndRestore(str(state.backup_dir), delete_checkpoint=False))
-    with Live(
-        dir=str(state.live_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None, report=None
-    ) as live:
-        if resuming:  # DVCLive's own count can be one epoch ahead of the backup's
-            live.step = state.initial_epoch
-        callbacks[:0] = [LiveMetrics(live), LiveMirror(state.live_dir, live_dir)]
-        train_batches, val_batches = make_datasets(data, experiment.batch_size, seed)
-        model.fit(
-            train_batches,
-            epochs=experiment.epochs,
-            validation_data=val_batches,
-            callbacks=callbacks,
-            shuffle=False,  # the dataset reshuffles itself every epoch
-            verbose=progress.fit_verbose,
-        )
-
-
-def _summary(
-    experiment: Experiment,
-    data: TrainData,
-    model,
-    state: ResumeState,
-    *,
-    name: str,
-    fold: int | None,
-) -> dict:
-    """`train.json` of a finished fit: its best epoch and the figures of that epoch."""
-    best = state.best()
-    if best is None:
-        raise AtelierError(
-            f"Experiment {name!r} finished without a finite {experiment.monitor}; training "
-            "diverged (try a lower learning_rate)."
-        )
-    metric = TASK_METRIC[data.task]
-    segment = model.history.epoch if model.history is not None else []  # this fit's epochs
-    last_epoch = max(segment) + 1 if segment else len(state.history())
-    history = [row for row in state.history() if int(row["epoch"]) <= last_epoch]
-    best_row = next(row for row in history if int(row["epoch"]) == best["epoch"])
-    return {
-        "model": experiment.model.name,
-        "dataset": experiment.dataset,
-        "model_file": "best.keras",
-        "monitor": experiment.monitor,
-        "best_epoch": best["epoch"],
-        "best_value": best["value"],
-        "epochs_run": len(history),
-        "epochs_max": experiment.epochs,
-        "val_loss": float(best_row["val_loss"]),
-        f"val_{metric}": float(best_row[f"val_{metric}"]),
-        "train_time_s": round(state.train_time_s(), 3),
-        "params_count": int(model.count_params()),
-        **({} if fold is None else {"fold": fold, "n_train": len(data.y_train)}),
-    }

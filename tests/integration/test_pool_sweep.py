@@ -2,17 +2,20 @@
 `origin`, a local directory as the DVC remote, and two process workers on the `gpu` pool started
 from two separate directories (two "machines" that share nothing but the remotes).
 
-The sweep's 4 points of `digits_sgd` go to the `points-gpu` deployment; one point's processes
-are killed with SIGKILL while it runs. Checked: the mistakes refused before anything is
-submitted; every point ran and each worker ran at least one; the killed point was reported
-Crashed and submitted again; the leaderboard has all 4; a fresh clone lists all 4 experiments
-with their metrics after `dvc exp pull`.
+The sweep's 4 points of `digits_mlp` (60 epochs each) go to the `points-gpu` deployment. Once a
+point has pushed its resume state to the DVC remote after a few epochs, every running point's
+processes are killed with SIGKILL. Checked: the mistakes refused before anything is submitted;
+every point ran and each worker ran at least one; each killed point was reported Crashed,
+submitted again, fetched its state from the remote and resumed after the epochs it had done, so
+its curves hold every epoch exactly once; the leaderboard has all 4; a fresh clone lists all 4
+experiments with their metrics after `dvc exp pull`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -25,7 +28,9 @@ from tests.integration.prefect_stack import VENV_BIN, make_repository, prefect
 pytestmark = pytest.mark.slow
 
 DEPLOYMENT = "sweep-point/points-gpu"
-VALUES = [5, 10, 20, 40]
+VALUES = [0.01, 0.02, 0.03, 0.05]  # learning rates
+EPOCHS = 60
+KILL_AFTER_EPOCH = 3  # kill once a point's state on the remote is at least this far
 SWEEP_TIMEOUT_S = 600
 
 
@@ -37,10 +42,21 @@ def run(cwd: Path, env: dict, *command: str) -> str:
 
 def sweep_command(values: list = VALUES) -> list[str]:
     return [
-        str(VENV_BIN / "python"), "-m", "flows.sweep", "-e", "digits_sgd",
-        "-g", "experiments.digits_sgd.model.max_iter=" + ",".join(map(str, values)),
-        "--deployment", DEPLOYMENT,
+        str(VENV_BIN / "python"), "-m", "flows.sweep", "-e", "digits_mlp",
+        "-g", "experiments.digits_mlp.learning_rate=" + ",".join(map(str, values)),
+        "-g", f"experiments.digits_mlp.epochs={EPOCHS}", "--deployment", DEPLOYMENT,
     ]  # fmt: skip
+
+
+def pushed_epochs(storage: Path) -> list[int]:
+    """The epoch of every resume state the points have pushed to the DVC remote so far."""
+    epochs = []
+    for pointer in storage.glob("atelier-resume/*/latest.json"):
+        try:
+            epochs.append(int(json.loads(pointer.read_text())["epoch"]))
+        except (ValueError, KeyError):
+            continue  # being written
+    return epochs
 
 
 def point_runs(api_url: str) -> list:
@@ -119,11 +135,11 @@ def test_a_sweep_on_a_work_pool_survives_a_killed_point(stack, project):
     run(parent, env, "git", "reset", "--quiet", "--hard", "origin/HEAD")
     # ... and a point whose params the schema refuses.
     invalid = subprocess.run(
-        sweep_command([5, -3]),
+        sweep_command([0.01, -1]),
         cwd=parent, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert invalid.returncode == 2
-    assert "max_iter" in invalid.stderr and "Traceback" not in invalid.stderr
+    assert "learning_rate" in invalid.stderr and "Traceback" not in invalid.stderr
     assert point_runs(stack["api_url"]) == []
 
     # Two "machines": a worker each, one point at a time, in directories of their own.
@@ -160,34 +176,47 @@ def test_a_sweep_on_a_work_pool_survives_a_killed_point(stack, project):
             sweep_command(), cwd=parent, env=env, stdout=out,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-    # Kill the first point that runs, mid-run: every process of it, as a lost machine would.
-    killed_run = None
+    # Once a point has pushed its state after a few epochs, kill every running point: all of
+    # its processes, as a lost machine would lose them.
+    storage = tmp / "dvc-storage"
+    killed = []
     deadline = time.monotonic() + SWEEP_TIMEOUT_S
-    while killed_run is None:
+    while not killed:
         assert sweep.poll() is None, sweep_log.read_text()
         assert time.monotonic() < deadline, sweep_log.read_text()
-        running = [r for r in point_runs(stack["api_url"]) if r.state and r.state.is_running()]
-        if running and kill_flow_run(running[0].id):
-            killed_run = running[0]
+        if max(pushed_epochs(storage), default=0) >= KILL_AFTER_EPOCH:
+            running = [r for r in point_runs(stack["api_url"]) if r.state.is_running()]
+            killed = [r for r in running if kill_flow_run(r.id)]
         time.sleep(0.2)  # polling interval
     assert sweep.wait(timeout=SWEEP_TIMEOUT_S) == 0, sweep_log.read_text()
     output = sweep_log.read_text()
 
     runs = point_runs(stack["api_url"])
     states = sorted(r.state.type.value for r in runs)
-    assert states == ["COMPLETED"] * 4 + ["CRASHED"], (states, output)
-    killed_name = killed_run.name.removeprefix("point-")
-    assert f"point {killed_name} crashed" in output
-    assert f"point-{killed_name}-retry1" in {r.name for r in runs}
+    assert states == ["COMPLETED"] * 4 + ["CRASHED"] * len(killed), (states, output)
+    names = {r.name for r in runs}
+    for crashed in killed:
+        point = crashed.name.removeprefix("point-")
+        assert f"point {point} crashed" in output
+        assert f"point-{point}-retry1" in names
+    # A retried point fetched its state from the remote and resumed after the epochs done.
+    worker_output = "\n".join(log.read_text() for log in logs.values())
+    resumed = [int(epoch) for epoch in re.findall(r"after epoch (\d+) fetched from DVC remote",
+                                                  worker_output)]  # fmt: skip
+    assert resumed and max(resumed) >= KILL_AFTER_EPOCH, worker_output[-5000:]
+    assert re.search(r"resuming an interrupted run from \S+ after epoch [1-9]", worker_output)
+    assert storage.is_dir() and not list(storage.glob("atelier-resume/*/latest.json")), (
+        "a finished run leaves its resume state on the remote"
+    )
     # Each worker ran at least one point.
     completed = {str(r.id) for r in runs if r.state.is_completed()}
     for machine, log in logs.items():
         taken = {run_id for run_id in completed if run_id in log.read_text()}
         assert taken, f"worker {machine} ran no point:\n{log.read_text()}"
     # The leaderboard: every point, with the value it ran.
-    rows = [line for line in output.splitlines() if line.startswith("| digits_sgd-")]
+    rows = [line for line in output.splitlines() if line.startswith("| digits_mlp-")]
     assert len(rows) == 4, output
-    assert sorted(int(row.split("|")[3]) for row in rows) == VALUES
+    assert sorted(float(row.split("|")[3]) for row in rows) == VALUES
 
     # A fresh clone sees all four, with their metrics, once it pulls them.
     fresh = tmp / "fresh"
@@ -196,12 +225,20 @@ def test_a_sweep_on_a_work_pool_survives_a_killed_point(stack, project):
     assert len(names) == 4, names
     run(fresh, env, "dvc", "exp", "pull", "origin", *names)
     shown = json.loads(run(fresh, env, "dvc", "exp", "show", "--json", "--no-fetch"))
-    metrics = {
-        rev["name"]: rev["data"]["metrics"]["metrics/digits_sgd.json"]["data"]
+    revs = {
+        rev["name"]: rev
         for baseline in shown
         for experiment in baseline.get("experiments") or []
         for rev in experiment.get("revs") or []
         if rev.get("name") in names
     }
-    assert sorted(metrics) == sorted(names)
-    assert all(figures["test_accuracy"] > 0.5 for figures in metrics.values()), metrics
+    assert sorted(revs) == sorted(names)
+    for name, rev in revs.items():
+        figures = rev["data"]["metrics"]["metrics/digits_mlp.json"]["data"]
+        assert figures["test_accuracy"] > 0.5, (name, figures)  # chance is 0.1
+        # Every epoch once in the curves, the killed points' included.
+        curve = run(
+            fresh, env, "git", "show", f"{rev['rev']}:live/digits_mlp/plots/metrics/train/loss.tsv"
+        )
+        steps = [int(line.split("\t")[0]) for line in curve.splitlines()[1:]]
+        assert steps == list(range(EPOCHS)), (name, steps)
