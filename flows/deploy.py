@@ -5,6 +5,9 @@ missing on the server at `PREFECT_API_URL` and the command that creates each, th
 
     prefect --no-prompt deploy --all --prefect-file prefect.yaml
 
+It also creates, once per server, the automation that marks a flow run Crashed when its heartbeats
+stop (its worker or machine lost), so that nothing waits on it forever.
+
 Usage: `python -m flows.deploy [--prefect-file prefect.yaml] [--name nightly-retrain ...]`.
 The git repository the workers clone is read from `ATELIER_GIT_URL` (see `prefect.yaml`).
 """
@@ -63,6 +66,56 @@ def check_work_pools(pools: list[str]) -> None:
         )
 
 
+# Flow runs on the pools send a heartbeat every 30 s (PREFECT_FLOWS_HEARTBEAT_FREQUENCY in
+# prefect.yaml); one that misses three (its machine or worker lost, so nobody reports its end) is
+# marked Crashed by this automation, which the sweep's parent then runs again.
+LOST_RUN_AUTOMATION = "atelier: crash flow runs whose heartbeats stopped"
+LOST_AFTER_S = 90
+
+
+def ensure_lost_run_automation() -> bool:
+    """Create the automation that marks a flow run Crashed when its heartbeats stop, unless the
+    server has it; return whether it was created."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    with get_client(sync_client=True) as client:
+        if client.read_automations_by_name(LOST_RUN_AUTOMATION):
+            return False
+    Automation(
+        name=LOST_RUN_AUTOMATION,
+        description="A flow run that sent heartbeats and then none for "
+        f"{LOST_AFTER_S} s, without reaching a final state, lost its process: mark it Crashed.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match={"prefect.resource.id": ["prefect.flow-run.*"]},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=LOST_AFTER_S),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"No heartbeat for {LOST_AFTER_S} s: the flow run's process was lost.",
+            )
+        ],
+    ).create()
+    return True
+
+
 def deploy(prefect_file: Path, names: list[str] | None = None) -> str:
     """Check the pools, then `prefect deploy` the named deployments (all when None)."""
     prefect_file = prefect_file.resolve()
@@ -80,6 +133,8 @@ def deploy(prefect_file: Path, names: list[str] | None = None) -> str:
     )
     if result.returncode != 0:
         raise AtelierError(f"`prefect deploy` failed:\n{result.stdout}\n{result.stderr}".strip())
+    if ensure_lost_run_automation():
+        log.info("automation created: %s", LOST_RUN_AUTOMATION)
     return result.stdout
 
 

@@ -2,13 +2,15 @@
 `origin`, a local directory as the DVC remote, and two process workers on the `gpu` pool started
 from two separate directories (two "machines" that share nothing but the remotes).
 
-The sweep's 4 points of `digits_mlp` (60 epochs each) go to the `points-gpu` deployment. Once a
-point has pushed its resume state to the DVC remote after a few epochs, every running point's
-processes are killed with SIGKILL. Checked: the mistakes refused before anything is submitted;
-every point ran and each worker ran at least one; each killed point was reported Crashed,
-submitted again, fetched its state from the remote and resumed after the epochs it had done, so
-its curves hold every epoch exactly once; the leaderboard has all 4; a fresh clone lists all 4
-experiments with their metrics after `dvc exp pull`.
+The sweep's 4 points of `digits_mlp` go to the `points-gpu` deployment. Once one worker has
+completed a point and is running another, and every running point has pushed its resume state to
+the DVC remote after a few epochs, that worker and every process under it get SIGKILL, as losing
+the machine would. Checked: the mistakes refused before anything is submitted; the lost point,
+whose heartbeats stopped, was marked Crashed by the automation `flows.deploy` creates, submitted
+again by the sweep, run by the other worker, which fetched the pushed state and resumed after the
+epochs done (the curves hold every epoch exactly once); every point completed and each worker
+completed at least one; the leaderboard has all 4; a fresh clone lists all 4 experiments with
+their metrics after `dvc exp pull`.
 """
 
 from __future__ import annotations
@@ -22,14 +24,18 @@ import time
 from pathlib import Path
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from flows.deploy import LOST_RUN_AUTOMATION
 from tests.integration.prefect_stack import VENV_BIN, make_repository, prefect
 
 pytestmark = pytest.mark.slow
 
 DEPLOYMENT = "sweep-point/points-gpu"
 VALUES = [0.01, 0.02, 0.03, 0.05]  # learning rates
-EPOCHS = 60
+EPOCHS = 150
 KILL_AFTER_EPOCH = 3  # kill once a point's state on the remote is at least this far
 SWEEP_TIMEOUT_S = 600
 
@@ -61,31 +67,32 @@ def pushed_epochs(storage: Path) -> list[int]:
 
 def point_runs(api_url: str) -> list:
     """The flow runs of the point deployment on the server."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
         return client.read_flow_runs(
             deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["points-gpu"]))
         )
 
 
-def kill_flow_run(flow_run_id) -> int:
-    """SIGKILL every process of the flow run (the engine and the git/dvc commands it started,
-    which all carry its id in their environment); return how many."""
-    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
-    killed = 0
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and every process under it, as losing its machine would."""
+    children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending += children.get(current, [])
+    for member in tree:
         try:
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed += 1
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
             continue
-    return killed
 
 
 @pytest.fixture
@@ -124,6 +131,11 @@ def test_a_sweep_on_a_work_pool_survives_a_killed_point(stack, project):
     assert f"No deployment '{DEPLOYMENT}' on the Prefect server" in missing.stderr
     assert "python -m flows.deploy" in missing.stderr
     run(parent, env, str(VENV_BIN / "python"), "-m", "flows.deploy", "--name", "points-gpu")
+    with (
+        temporary_settings({PREFECT_API_URL: stack["api_url"]}),
+        get_client(sync_client=True) as client,
+    ):
+        assert client.read_automations_by_name(LOST_RUN_AUTOMATION)
     # ... a commit the workers could not clone ...
     run(parent, env, "git", "commit", "--quiet", "--allow-empty", "-m", "not pushed")
     unpushed = subprocess.run(
@@ -143,76 +155,75 @@ def test_a_sweep_on_a_work_pool_survives_a_killed_point(stack, project):
     assert point_runs(stack["api_url"]) == []
 
     # Two "machines": a worker each, one point at a time, in directories of their own.
-    logs = {}
+    logs, workers = {}, {}
     for machine in ("a", "b"):
         home = tmp / f"machine-{machine}"
         home.mkdir()
         logs[machine] = home / "worker.log"
         with open(logs[machine], "w") as out:
-            stack["processes"].append(
-                subprocess.Popen(
-                    [
-                        str(VENV_BIN / "prefect"),
-                        "worker",
-                        "start",
-                        "--pool",
-                        "gpu",
-                        "--name",
-                        f"gpu-{machine}",
-                        "--limit",
-                        "1",
-                    ],
-                    cwd=home,
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )  # fmt: skip
-            )
+            workers[machine] = subprocess.Popen(
+                [str(VENV_BIN / "prefect"), "worker", "start", "--pool", "gpu",
+                 "--name", f"gpu-{machine}", "--limit", "1"],
+                cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        stack["processes"].append(workers[machine])
 
     sweep_log = tmp / "sweep.log"
     with open(sweep_log, "w") as out:
         sweep = subprocess.Popen(
-            sweep_command(), cwd=parent, env=env, stdout=out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    # Once a point has pushed its state after a few epochs, kill every running point: all of
-    # its processes, as a lost machine would lose them.
+            sweep_command(), cwd=parent, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    # Lose a machine: once a worker has completed a point and is running another, and every
+    # running point has pushed its state after a few epochs, SIGKILL that worker and every
+    # process under it. Nobody reports its point's end: the heartbeats stop.
     storage = tmp / "dvc-storage"
-    killed = []
+    lost = None
     deadline = time.monotonic() + SWEEP_TIMEOUT_S
-    while not killed:
+    while lost is None:
         assert sweep.poll() is None, sweep_log.read_text()
         assert time.monotonic() < deadline, sweep_log.read_text()
-        if max(pushed_epochs(storage), default=0) >= KILL_AFTER_EPOCH:
-            running = [r for r in point_runs(stack["api_url"]) if r.state.is_running()]
-            killed = [r for r in running if kill_flow_run(r.id)]
+        runs = point_runs(stack["api_url"])
+        running = [r for r in runs if r.state.is_running()]
+        pushed = [epoch for epoch in pushed_epochs(storage) if epoch >= KILL_AFTER_EPOCH]
+        if running and len(pushed) == len(running):
+            for machine, log in logs.items():
+                text = log.read_text()
+                done = [r for r in runs if r.state.is_completed() and str(r.id) in text]
+                busy = [r for r in running if str(r.id) in text]
+                if done and busy:
+                    kill_tree(workers[machine].pid)
+                    lost = (machine, busy[0])
+                    break
         time.sleep(0.2)  # polling interval
+    machine, lost_run = lost
+    survivor = "b" if machine == "a" else "a"
     assert sweep.wait(timeout=SWEEP_TIMEOUT_S) == 0, sweep_log.read_text()
     output = sweep_log.read_text()
 
     runs = point_runs(stack["api_url"])
     states = sorted(r.state.type.value for r in runs)
-    assert states == ["COMPLETED"] * 4 + ["CRASHED"] * len(killed), (states, output)
-    names = {r.name for r in runs}
-    for crashed in killed:
-        point = crashed.name.removeprefix("point-")
-        assert f"point {point} crashed" in output
-        assert f"point-{point}-retry1" in names
-    # A retried point fetched its state from the remote and resumed after the epochs done.
-    worker_output = "\n".join(log.read_text() for log in logs.values())
-    resumed = [int(epoch) for epoch in re.findall(r"after epoch (\d+) fetched from DVC remote",
-                                                  worker_output)]  # fmt: skip
-    assert resumed and max(resumed) >= KILL_AFTER_EPOCH, worker_output[-5000:]
-    assert re.search(r"resuming an interrupted run from \S+ after epoch [1-9]", worker_output)
-    assert storage.is_dir() and not list(storage.glob("atelier-resume/*/latest.json")), (
+    assert states == ["COMPLETED"] * 4 + ["CRASHED"], (states, output)
+    [crashed] = [r for r in runs if r.state.is_crashed()]
+    assert crashed.id == lost_run.id and "No heartbeat" in crashed.state.message
+    point = lost_run.name.removeprefix("point-")
+    assert f"point {point} crashed" in output
+    [retry] = [r for r in runs if r.name == f"point-{point}-retry1"]
+    # The other worker ran it again, from the state the lost one had pushed.
+    survivor_log = logs[survivor].read_text()
+    assert str(retry.id) in survivor_log
+    resumed = [int(e) for e in re.findall(r"after epoch (\d+) fetched from DVC remote",
+                                          survivor_log)]  # fmt: skip
+    assert resumed and max(resumed) >= KILL_AFTER_EPOCH, survivor_log[-5000:]
+    assert re.search(r"resuming an interrupted run from \S+ after epoch [1-9]", survivor_log)
+    assert not list(storage.glob("atelier-resume/*/latest.json")), (
         "a finished run leaves its resume state on the remote"
     )
-    # Each worker ran at least one point.
+    # Each worker completed at least one point.
     completed = {str(r.id) for r in runs if r.state.is_completed()}
-    for machine, log in logs.items():
-        taken = {run_id for run_id in completed if run_id in log.read_text()}
-        assert taken, f"worker {machine} ran no point:\n{log.read_text()}"
+    for name, log in logs.items():
+        assert completed & set(re.findall(r"[0-9a-f-]{36}", log.read_text())), (
+            f"worker {name} completed no point"
+        )
     # The leaderboard: every point, with the value it ran.
     rows = [line for line in output.splitlines() if line.startswith("| digits_mlp-")]
     assert len(rows) == 4, output
