@@ -70,7 +70,7 @@ def make_copy(destination: Path, shape: Shape, env: dict[str, str]) -> Path:
             destination / package,
             ignore=shutil.ignore_patterns("__pycache__"),
         )
-    for name in ("dvc.yaml", "pyproject.toml", ".dvcignore", ".gitignore"):
+    for name in ("dvc.yaml", "prefect.yaml", "pyproject.toml", ".dvcignore", ".gitignore"):
         shutil.copy2(PROJECT_ROOT / name, destination / name)
     if shape.stages is not None:
         stages = yaml.safe_load((destination / "dvc.yaml").read_text())

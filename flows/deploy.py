@@ -119,6 +119,11 @@ def ensure_lost_run_automation() -> bool:
 def deploy(prefect_file: Path, names: list[str] | None = None) -> str:
     """Check the pools, then `prefect deploy` the named deployments (all when None)."""
     prefect_file = prefect_file.resolve()
+    if not prefect_file.is_file():
+        raise AtelierError(
+            f"{prefect_file} does not exist: run this from the project root, or name the file "
+            "with --prefect-file."
+        )
     check_work_pools(work_pools(prefect_file, names))
     if not os.environ.get("ATELIER_GIT_URL"):
         raise AtelierError(

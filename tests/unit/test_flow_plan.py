@@ -63,3 +63,12 @@ def test_a_sweep_over_a_setting_the_experiment_ignores_is_refused_before_trainin
     # The scikit-learn baseline trains by model.max_iter; epochs would give two identical runs.
     with pytest.raises(ParamsError, match="'experiments.digits_sgd.epochs' changes nothing"):
         validate_grid(root, {"experiments.digits_sgd.epochs": ["3", "5"]}, "digits_sgd")
+
+
+def test_deploy_names_a_missing_prefect_file(tmp_path, capsys):
+    from flows.deploy import main
+
+    assert main(["--prefect-file", str(tmp_path / "nope.yaml")]) == 2
+    error = capsys.readouterr().err
+    assert f"{tmp_path / 'nope.yaml'} does not exist" in error
+    assert "--prefect-file" in error and "Traceback" not in error
