@@ -10,7 +10,8 @@ whose heartbeats stopped, was marked Crashed by the automation `flows.deploy` cr
 again by the sweep, run by the other worker, which fetched the pushed state and resumed after the
 epochs done (the curves hold every epoch exactly once); every point completed and each worker
 completed at least one; the leaderboard has all 4; a fresh clone lists all 4 experiments with
-their metrics after `dvc exp pull`.
+their metrics after `dvc exp pull`; and with the points cloning through a read-only
+`git daemon`, a point whose push is refused fails, named with why.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterNam
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.deploy import LOST_RUN_AUTOMATION
-from tests.integration.prefect_stack import VENV_BIN, make_repository, prefect
+from tests.integration.prefect_stack import VENV_BIN, free_port, make_repository, prefect
 
 pytestmark = pytest.mark.slow
 
@@ -46,11 +47,11 @@ def run(cwd: Path, env: dict, *command: str) -> str:
     return result.stdout
 
 
-def sweep_command(values: list = VALUES) -> list[str]:
+def sweep_command(values: list = VALUES, epochs: int = EPOCHS) -> list[str]:
     return [
         str(VENV_BIN / "python"), "-m", "flows.sweep", "-e", "digits_mlp",
         "-g", "experiments.digits_mlp.learning_rate=" + ",".join(map(str, values)),
-        "-g", f"experiments.digits_mlp.epochs={EPOCHS}", "--deployment", DEPLOYMENT,
+        "-g", f"experiments.digits_mlp.epochs={epochs}", "--deployment", DEPLOYMENT,
     ]  # fmt: skip
 
 
@@ -253,3 +254,41 @@ def test_a_sweep_on_a_work_pool_survives_a_killed_point(stack, project):
         )
         steps = [int(line.split("\t")[0]) for line in curve.splitlines()[1:]]
         assert steps == list(range(EPOCHS)), (name, steps)
+
+    # A git remote that refuses the push: the points now clone origin through `git daemon`,
+    # which serves fetches and refuses pushes. The point fails; the sweep names it and why.
+    port = free_port()
+    stack["processes"].append(
+        subprocess.Popen(
+            [
+                "git",
+                "daemon",
+                "--export-all",
+                "--reuseaddr",
+                f"--base-path={tmp}",
+                "--listen=127.0.0.1",
+                f"--port={port}",
+                str(tmp),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+    )
+    read_only = f"git://127.0.0.1:{port}/origin.git"
+    deadline = time.monotonic() + 30
+    while subprocess.run(["git", "ls-remote", read_only], capture_output=True).returncode:
+        assert time.monotonic() < deadline, "git daemon did not start"
+        time.sleep(0.2)  # polling interval
+    env["ATELIER_GIT_URL"] = read_only
+    run(parent, env, str(VENV_BIN / "python"), "-m", "flows.deploy", "--name", "points-gpu")
+    refused = subprocess.run(
+        sweep_command([0.01], epochs=2), cwd=parent, env=env, capture_output=True, text=True,
+        timeout=SWEEP_TIMEOUT_S,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    # Prefect logs the failed flow run (with its traceback); the last word is the sweep's own.
+    message = refused.stderr[refused.stderr.rindex("\nerror: ") + 1 :]
+    assert message.startswith("error: 1 of 1 point(s) failed on the pool"), message
+    assert "dvc exp push origin" in message and "was refused" in message
+    assert "Traceback" not in message
