@@ -80,11 +80,11 @@ def pool_preflight(root: Path, deployment: str, git_remote: str) -> str:
             f"Commit {revision[:7]} is not on {git_remote!r}: the workers clone it from there. "
             f"Push it first (`git push {git_remote} HEAD`). Nothing was submitted."
         )
-    _require_deployment(deployment)
+    _require_deployment(deployment, root)
     return revision
 
 
-def _require_deployment(deployment: str) -> None:
+def _require_deployment(deployment: str, root: Path) -> None:
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
     from prefect.settings import PREFECT_API_URL
@@ -97,6 +97,17 @@ def _require_deployment(deployment: str) -> None:
                 f"No deployment {deployment!r} on the Prefect server at {PREFECT_API_URL.value()}: "
                 "deploy prefect.yaml (`python -m flows.deploy`). Nothing was submitted."
             ) from None
+        if found.work_pool_name is None:  # its pool was deleted after it was deployed
+            from flows.deploy import work_pools
+
+            prefect_file = root / "prefect.yaml"
+            named = prefect_file.is_file() and work_pools(prefect_file, [found.name])
+            pool = named[0] if named else "<pool>"
+            raise AtelierError(
+                f"Deployment {deployment!r} is on no work pool (its pool was deleted): "
+                f"`prefect work-pool create {pool} --type process`, deploy again "
+                "(`python -m flows.deploy`) and start workers on the pool. Nothing was submitted."
+            )
         try:
             client.read_work_pool(found.work_pool_name)
         except ObjectNotFound:

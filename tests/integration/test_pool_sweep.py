@@ -137,6 +137,14 @@ def test_a_sweep_on_a_work_pool_survives_a_killed_point(stack, project):
         get_client(sync_client=True) as client,
     ):
         assert client.read_automations_by_name(LOST_RUN_AUTOMATION)
+    # ... a deployment whose work pool is gone ...
+    prefect(stack, "work-pool", "delete", "gpu")
+    no_pool = subprocess.run(sweep_command(), cwd=parent, env=env, capture_output=True, text=True)
+    assert no_pool.returncode == 2
+    assert f"Deployment '{DEPLOYMENT}' is on no work pool" in no_pool.stderr
+    assert "prefect work-pool create gpu --type process" in no_pool.stderr
+    prefect(stack, "work-pool", "create", "gpu", "--type", "process")
+    run(parent, env, str(VENV_BIN / "python"), "-m", "flows.deploy", "--name", "points-gpu")
     # ... a commit the workers could not clone ...
     run(parent, env, "git", "commit", "--quiet", "--allow-empty", "-m", "not pushed")
     unpushed = subprocess.run(
