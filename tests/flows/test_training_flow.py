@@ -328,3 +328,23 @@ def test_command_line_reports_bad_input_without_traceback(pristine):
     assert result.stderr.startswith("error: Unknown experiment 'nope'")
     assert "Traceback" not in result.stderr
     assert not (root / "dvc.lock").exists()
+
+
+def test_an_unchanged_nightly_run_on_a_fresh_worker_skips_with_the_remotes(
+    prefect_server, tmp_path, new_project
+):
+    """A fresh clone (a worker's) of a project whose outputs are on its DVC remote: the nightly
+    settings pull them, find nothing changed and train nothing."""
+    root = new_project(experiments=SGD_ONLY)
+    run(root, "dvc", "remote", "add", "-d", "storage", str(tmp_path / "store"))
+    run(root, "dvc", "repro", "--quiet")
+    run(root, "git", "add", "--all")
+    run(root, "git", "commit", "--quiet", "-m", "built")
+    run(root, "dvc", "push", "--quiet")
+    fresh = tmp_path / "worker-clone"
+    run(tmp_path, "git", "clone", "--quiet", str(root), str(fresh))
+    assert not (fresh / "models").exists()
+    summary = training(project_dir=str(fresh), skip_if_unchanged=True, require_remotes=True)
+    assert summary["skipped"] is True
+    assert (fresh / "models" / "digits_sgd").is_dir()  # pulled, not trained
+    assert run(fresh, "git", "status", "--porcelain").stdout == ""
