@@ -102,6 +102,7 @@ def digits_project(root: Path, experiments: dict) -> Path:
         settings=PreprocessSettings(
             seed=settings.base.seed, test_fraction=settings.data.test_fraction
         ),
+        overview_dir=paths.overview_dir("digits", root),
     )
     split(
         prepared_dir=paths.prepared_dir("digits", root),
