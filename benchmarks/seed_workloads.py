@@ -4,12 +4,12 @@ Run from the project root after `dvc repro` (or `make repro`):
 
     .venv/bin/python benchmarks/seed_workloads.py
 
-Reads `metrics/<experiment>.json` and `metrics/crossval/<experiment>.json` of every regression
-and multi-label experiment in `params.yaml` (and the multi-label ones' `plots/<experiment>/
-per_label.csv`) and prints Markdown tables: the test figures, the
-training time the train stage recorded, and the seeds' own figures where they exist. Nothing is
-trained here; the figures are those `dvc metrics show` reports. It takes a few seconds, so
-`--quick` (which the test suite passes to every benchmark) does the same.
+Reads `plots/<experiment>/evaluation.json` and `metrics/crossval/<experiment>.json` of every
+regression and multi-label experiment in `params.yaml` (and the multi-label ones'
+`plots/<experiment>/per_label.csv`) and prints Markdown tables: the test figures, the training
+time the train stage recorded, and the seeds' own figures where they exist. Nothing is trained
+here; the figures are those the evaluate and crossval stages recorded. It takes a few seconds,
+so `--quick` (which the test suite passes to every benchmark) does the same.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ def main() -> None:
     params = load_params(ROOT / "params.yaml")
     regression, multilabel = [], []
     for name, experiment in params.experiments.items():
-        metrics = read(ROOT / "metrics" / f"{name}.json")
+        metrics = read(ROOT / "plots" / name / "evaluation.json")
         if metrics is None:
-            print(f"(no metrics/{name}.json: run `dvc repro` first)", file=sys.stderr)
+            print(f"(no plots/{name}/evaluation.json: run `dvc repro` first)", file=sys.stderr)
             continue
         if experiment.task == "regression":
             regression.append((name, metrics, read(ROOT / "metrics/crossval" / f"{name}.json")))

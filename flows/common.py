@@ -274,7 +274,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def leaderboard(root: Path, params: Params, experiments: Iterable[str]) -> list[dict[str, Any]]:
-    """One row per experiment, best first: `metrics/<exp>.json` where evaluate wrote it.
+    """One row per experiment, best first: `plots/<exp>/evaluation.json` where evaluate wrote it.
 
     Experiments without test metrics yet fall back to `models/<exp>/train.json` (validation
     figures of the best epoch); the `source` column says which file each row comes from.
@@ -282,7 +282,7 @@ def leaderboard(root: Path, params: Params, experiments: Iterable[str]) -> list[
     rows = []
     for name in experiments:
         experiment = params.experiments[name]
-        metrics_path = paths.METRICS_DIR / f"{name}.json"
+        metrics_path = paths.evaluation_file(name)
         train_path = paths.MODELS_DIR / name / "train.json"
         figures = _read_json(root / metrics_path)
         source = metrics_path

@@ -37,6 +37,7 @@ from pipeline.core import paths
 from pipeline.core.errors import AtelierError, ParamsError
 from pipeline.core.metrics import sort_key
 from pipeline.core.yamlio import load_yaml
+from pipeline.tasks.kinds import task_kind
 
 LOCK_RETRIES = 3
 
@@ -79,6 +80,18 @@ def validate_grid(
         for key in parsed:
             _require_effect(key, experiment, chosen)
     return combos
+
+
+def _require_summary_metric(root: Path, experiment: str, metric: str) -> None:
+    """Refuse a ranking metric that `metrics/<experiment>.json` does not hold (`dvc exp show`
+    reports only that file's figures for each point)."""
+    task = load_params_with(root, {}).experiment(experiment).task
+    summary = task_kind(task).summary
+    if metric not in summary:
+        raise ParamsError(
+            f"The sweep ranks by {metric!r}, which metrics/{experiment}.json does not hold: use "
+            f"one of {', '.join(summary)} (`--metric`). Nothing was run."
+        )
 
 
 def _require_effect(key: str, name: str, experiment) -> None:
@@ -176,6 +189,8 @@ def sweep_leaderboard(
 ) -> list[dict[str, Any]]:
     """One row per point, best `metric` first (lowest first for losses and errors)."""
     metrics_file = str(paths.METRICS_DIR / f"{experiment}.json")
+    files = [result.get("metrics", {}).get(metrics_file) for result in results.values()]
+    summary = next((list(figures) for figures in files if figures), [])  # headline first
     rows = []
     for name, overrides in points:
         result = results.get(name, {})
@@ -183,7 +198,7 @@ def sweep_leaderboard(
         row: dict[str, Any] = {"experiment": name, "rev": result.get("rev", "")[:7]}
         for key in overrides:
             row[key] = _dotted(result.get("params", {}), key)
-        for column in dict.fromkeys([metric, "test_accuracy", "macro_f1", "train_time_s"]):
+        for column in dict.fromkeys([metric, *summary]):
             row[column] = figures.get(column)
         rows.append(row)
     return sorted(rows, key=lambda row: sort_key(metric, row[metric]))
@@ -231,6 +246,7 @@ def sweep(
     root = Path(project_dir).resolve()
     raw = load_yaml(root / paths.PARAMS_FILE)
     combos = validate_grid(root, grid, experiment, max_points)
+    _require_summary_metric(root, experiment, metric)
     targets = [name for name in list_stages(root) if name.partition("@")[2] == experiment]
 
     from prefect.runtime import flow_run

@@ -49,8 +49,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_json(path: Path, payload: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+def atomic_write_json(path: Path, payload: Any, *, sort_keys: bool = True) -> None:
+    text = json.dumps(payload, indent=2, sort_keys=sort_keys)
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 def read_json(path: Path) -> Any:

@@ -45,6 +45,15 @@ def fold_model_dir(run: str, root: Path = Path(".")) -> Path:
     return root / MODELS_DIR / "folds" / run
 
 
+EVALUATION_FILE = "evaluation.json"
+
+
+def evaluation_file(experiment: str, root: Path = Path(".")) -> Path:
+    """`plots/<experiment>/evaluation.json`: the evaluate stage's full record of an experiment
+    (its summary figures, as `metrics/<experiment>.json` holds them, are a part of it)."""
+    return root / PLOTS_DIR / experiment / EVALUATION_FILE
+
+
 def checkpoint_dir(experiment: str, root: Path = Path(".")) -> Path:
     return root / CHECKPOINTS_DIR / experiment
 

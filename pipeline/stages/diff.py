@@ -3,15 +3,17 @@
 It compares the workspace (the pull request after `dvc repro`) with a git revision (its base):
 
 - the params that changed, from `dvc params diff <base-rev> --json`;
-- per experiment a table of old, new and delta for every numeric metric in
-  `metrics/<experiment>.json`, `test_accuracy` first, with an arrow for the direction of the
-  change and a mark for better/worse; experiments without metrics at the base are flagged new,
-  those gone from the workspace are listed as removed;
+- per experiment a table of old, new and delta for every numeric figure of its evaluation
+  record (`plots/<experiment>/evaluation.json`), `test_accuracy` first, with an arrow for the
+  direction of the change and a mark for better/worse; experiments without metrics at the base
+  are flagged new, those gone from the workspace are listed as removed;
 - where to see the plot diff (`dvc plots diff <base-rev>`, or a link passed by CI).
 
-Metrics are read with `git show <rev>:metrics/<experiment>.json`: they are committed to git
-(`cache: false`), so no DVC remote is needed. The body starts with a hidden marker
-(`COMMENT_MARKER`) by which CI finds and updates its one comment instead of adding another.
+Figures are read with `git show <rev>:plots/<experiment>/evaluation.json` (an experiment is one
+that has `metrics/<experiment>.json`; a revision from before the evaluation records is read from
+that file): they are committed to git (`cache: false`), so no DVC remote is needed. The body
+starts with a hidden marker (`COMMENT_MARKER`) by which CI finds and updates its one comment
+instead of adding another.
 """
 
 from __future__ import annotations

@@ -3,12 +3,15 @@
 This is the only stage that opens `x_test.npy`/`y_test.npy`. Outputs (small, committed to git,
 so that `dvc metrics diff` and `dvc plots diff` need no remote):
 
-- `metrics/<experiment>.json` — flat keys, the same for every experiment: `test_accuracy`,
-  `test_loss` (log loss of the predicted probabilities), macro and weighted precision/recall/F1,
-  the best epoch's `val_accuracy` and `val_loss`, `best_epoch`, `epochs_run`, `train_time_s`,
-  `params_count`, `device`, `cpu_isa`, `model`, `dataset`, `task`; the SGD baseline adds
-  `cv_mean` and `cv_std`. Per-class figures are not metrics keys: each would be a column of
-  `dvc exp show` per experiment.
+- `plots/<experiment>/evaluation.json` — the full record, flat keys, the same for every
+  experiment: `test_accuracy`, `test_loss` (log loss of the predicted probabilities), macro and
+  weighted precision/recall/F1, the best epoch's `val_accuracy` and `val_loss`, `best_epoch`,
+  `epochs_run`, `train_time_s`, `params_count`, `device`, `cpu_isa`, `backend`, `model`,
+  `dataset`, `task`; the SGD baseline adds `cv_mean` and `cv_std`.
+- `metrics/<experiment>.json` — the task kind's summary of it (`pipeline.tasks.kinds`), the DVC
+  metrics file: `test_accuracy`, `macro_f1`, `test_loss`. Every key of a metrics file is a
+  column of `dvc exp show` per experiment, so run facts, secondary and per-class figures stay
+  out of it.
 - `plots/<experiment>/confusion.csv` — one `actual,predicted` row (class names) per test image,
   the input of DVC's `confusion` templates; `confusion.png`, the same matrix for people;
   `classification_report.json` and `.md` (scikit-learn's report: each class's precision, recall
@@ -17,7 +20,7 @@ so that `dvc metrics diff` and `dvc plots diff` need no remote):
   `misclassified.npz` — the confusion counts and the most confident mistakes with their images,
   so the report stage needs neither TensorFlow nor the test set.
 
-Regression experiments write `test_mae`, `test_mse`, `test_rmse`, `test_r2` and the plots
+Regression experiments record `test_mae`, `test_mse`, `test_rmse`, `test_r2` and the plots
 `predictions.csv`, `scatter.png`, `residuals.png`; multi-label ones `subset_accuracy`,
 `hamming_loss`, micro/macro F1, and `per_label.csv` (each label's figures), `label_confusion.png`,
 `predictions.png`. The scoring is the task's (`pipeline.tasks`), the loading and predicting
@@ -52,6 +55,7 @@ from pipeline.modeling.loading import (
 from pipeline.params import Params
 from pipeline.tasks.classification import compute_metrics, load_test_set, write_plot_data
 from pipeline.tasks.common import prepared_test_set, run_facts, without_per_class
+from pipeline.tasks.kinds import task_kind
 from pipeline.tasks.multilabel import (
     multilabel_metrics,
     per_label_confusion,
@@ -123,11 +127,12 @@ def evaluate_classification(
         )
         # Always written (only the header for the baseline, which has no epochs), so that
         # dvc.yaml can declare the same outputs for every experiment.
+        atomic_write_json(staging / paths.EVALUATION_FILE, metrics)
         if (model_dir / "history.csv").is_file():
             shutil.copyfile(model_dir / "history.csv", staging / "history.csv")
         else:
             atomic_write_bytes(staging / "history.csv", (",".join(HISTORY_COLUMNS) + "\n").encode())
-    atomic_write_json(root / paths.METRICS_DIR / f"{name}.json", metrics)
+    write_summary(root, name, experiment.task, metrics)
     log.info(
         "%s: test accuracy %.4f, test loss %.4f, macro F1 %.4f on %d images",
         name,
@@ -155,7 +160,8 @@ def evaluate_regression(experiment, name: str, train: dict, model_dir: Path, roo
         )
         history = model_dir / "history.csv"
         atomic_write_bytes(staging / "history.csv", history.read_bytes())
-    atomic_write_json(root / paths.METRICS_DIR / f"{name}.json", metrics)
+        atomic_write_json(staging / paths.EVALUATION_FILE, metrics)
+    write_summary(root, name, experiment.task, metrics)
     log.info(
         "%s: test MAE %.4f, RMSE %.4f, R² %.4f on %d rows",
         name,
@@ -199,7 +205,8 @@ def evaluate_multilabel(experiment, name: str, train: dict, model_dir: Path, roo
             staging / "predictions.png",
         )
         atomic_write_bytes(staging / "history.csv", (model_dir / "history.csv").read_bytes())
-    atomic_write_json(root / paths.METRICS_DIR / f"{name}.json", metrics)
+        atomic_write_json(staging / paths.EVALUATION_FILE, metrics)
+    write_summary(root, name, experiment.task, metrics)
     log.info(
         "%s: micro F1 %.4f, macro F1 %.4f, subset accuracy %.4f, Hamming loss %.4f on %d images",
         name,
@@ -210,6 +217,13 @@ def evaluate_multilabel(experiment, name: str, train: dict, model_dir: Path, roo
         len(files),
     )
     return metrics
+
+
+def write_summary(root: Path, name: str, task: str, evaluation: dict) -> None:
+    """`metrics/<name>.json`: the summary figures of `evaluation` (after the full record), the
+    headline first, as `dvc exp show` lists them."""
+    summary = task_kind(task).summarize(evaluation)
+    atomic_write_json(root / paths.METRICS_DIR / f"{name}.json", summary, sort_keys=False)
 
 
 EVALUATORS = {

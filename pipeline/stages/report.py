@@ -1,6 +1,7 @@
 """Report stage (`report`): one Markdown report across all experiments, figures beside it.
 
-Reads only what earlier stages wrote — `metrics/<experiment>.json`, `plots/<experiment>/` and each
+Reads only what earlier stages wrote — `plots/<experiment>/` (`evaluation.json` and the plot
+data), `metrics/crossval/<experiment>.json` and each
 dataset's overview (`data/overview/<dataset>/`: its meta and the sample grid's images, a few
 kilobytes, so a change to the data itself does not re-run the report) — and writes `reports/`:
 

@@ -1,5 +1,5 @@
-"""What the metric diff compares: a revision's committed metrics and params (git, DVC) and the
-workspace's metrics."""
+"""What the metric diff compares: a revision's committed figures and params (git, DVC) and the
+workspace's figures."""
 
 from __future__ import annotations
 
@@ -51,8 +51,15 @@ def params_diff(base_commit: str, root: Path) -> dict[str, dict[str, dict]]:
     return json.loads(text) if text else {}
 
 
+def _show(commit: str, path: Path, root: Path) -> dict | None:
+    shown = _run(["git", "show", f"{commit}:./{path.as_posix()}"], root)
+    return json.loads(shown.stdout) if shown.returncode == 0 else None
+
+
 def metrics_at(commit: str, root: Path) -> dict[str, dict]:
-    """{experiment: metrics} as committed at `commit` (empty when it has no metrics/)."""
+    """{experiment: figures} as committed at `commit` (empty when it has no metrics/): each
+    experiment's evaluation record (`plots/<experiment>/evaluation.json`; `metrics/<name>.json`
+    where a revision has none, as before the summaries) and each K-fold summary."""
     found = {}
     for folder, suffix in ((paths.METRICS_DIR, ""), (paths.METRICS_DIR / "crossval", KFOLD_SUFFIX)):
         listing = _run(["git", "ls-tree", "--name-only", f"{commit}:./{folder.as_posix()}"], root)
@@ -61,18 +68,24 @@ def metrics_at(commit: str, root: Path) -> dict[str, dict]:
         for name in listing.stdout.split():
             if not name.endswith(".json"):
                 continue
-            shown = _run(["git", "show", f"{commit}:./{folder.as_posix()}/{name}"], root)
-            if shown.returncode == 0:
-                found[name.removesuffix(".json") + suffix] = json.loads(shown.stdout)
+            stem = name.removesuffix(".json")
+            record = None if suffix else _show(commit, paths.evaluation_file(stem), root)
+            if record is None:
+                record = _show(commit, folder / name, root)
+            if record is not None:
+                found[stem + suffix] = record
     return found
 
 
 def metrics_in_workspace(root: Path, experiments: list[str] | None) -> dict[str, dict]:
-    """{experiment: metrics} of the workspace, limited to `experiments` when given."""
+    """{experiment: figures} of the workspace, as `metrics_at` reads them, limited to
+    `experiments` when given."""
     found = {}
     for folder, suffix in ((paths.METRICS_DIR, ""), (paths.METRICS_DIR / "crossval", KFOLD_SUFFIX)):
         folder = root / folder
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             if experiments is None or path.stem in experiments:
-                found[path.stem + suffix] = json.loads(path.read_text())
+                record = None if suffix else paths.evaluation_file(path.stem, root)
+                source = record if record is not None and record.is_file() else path
+                found[path.stem + suffix] = json.loads(source.read_text())
     return found

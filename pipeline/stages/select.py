@@ -58,7 +58,7 @@ def select(params: Params, dataset: str, *, root: Path = Path(".")) -> dict:
             f"No experiment in params.yaml uses dataset {dataset!r}, so it has no champion: add "
             f"one under `experiments:` or remove {dataset!r} from the registry's datasets."
         )
-    candidates = [_candidate(root, name, metric) for name in names]
+    candidates = [_candidate(root, params, name, metric) for name in names]
     # Best first; ties go to the first name in alphabetical order, so the choice is stable.
     candidates.sort(key=lambda c: c["value"] if lower_is_better else -c["value"])
     winner = candidates[0]
@@ -114,7 +114,7 @@ def select(params: Params, dataset: str, *, root: Path = Path(".")) -> dict:
     return card
 
 
-def _candidate(root: Path, name: str, metric: str) -> dict:
+def _candidate(root: Path, params: Params, name: str, metric: str) -> dict:
     path = root / paths.METRICS_DIR / f"{name}.json"
     if not path.is_file():
         raise AtelierError(
@@ -127,18 +127,19 @@ def _candidate(root: Path, name: str, metric: str) -> dict:
         known = sorted(k for k, v in metrics.items() if isinstance(v, int | float))
         raise AtelierError(
             f"{path} has no finite number under {metric!r} (params.yaml registry.metric); "
-            f"its numeric keys are: {', '.join(known) or 'none'}."
+            f"its keys, one of which the registry can rank by: {', '.join(known) or 'none'}."
         )
     numeric = {
         key: value
         for key, value in metrics.items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     }
+    experiment = params.experiments[name]
     return {
         "experiment": name,
-        "model": str(metrics.get("model", "")),
+        "model": experiment.model.name,
         "value": float(value),
-        "metrics": numeric | {k: v for k, v in metrics.items() if k in ("model", "dataset")},
+        "metrics": numeric | {"model": experiment.model.name, "dataset": experiment.dataset},
     }
 
 

@@ -16,7 +16,7 @@ def class_slug(name: str) -> str:
 
 
 def run_facts(experiment, train: dict) -> dict:
-    """What every experiment's metrics file says about its run, from its `train.json`.
+    """What every experiment's evaluation record says about its run, from its `train.json`.
 
     `cpu_isa` (and `gpu` on a GPU) name the hardware: runs on different hardware differ by
     noise, which the metric diff points out; `backend` the Keras backend that trained it.
@@ -67,9 +67,9 @@ def per_class_metrics(names, precision, recall, f1, *, what: str) -> dict:
 
 
 def without_per_class(metrics: dict, names) -> dict:
-    """`metrics` less the per-class keys of `per_class_metrics`: what `metrics/<experiment>.json`
-    holds, so that `dvc exp show` has a few columns per experiment; the per-class figures stay in
-    the plots directory (`classification_report.json`, `per_label.csv`)."""
+    """`metrics` less the per-class keys of `per_class_metrics`: what the evaluation record
+    holds; the per-class figures stay in the plots directory (`classification_report.json`,
+    `per_label.csv`)."""
     slugs = {class_slug(name) for name in names}
     per_class = {f"{kind}_{slug}" for kind in ("precision", "recall", "f1") for slug in slugs}
     return {key: value for key, value in metrics.items() if key not in per_class}

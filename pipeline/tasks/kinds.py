@@ -2,6 +2,9 @@
 
 A task kind's *headline* metric ranks its experiments in the report, the flows' leaderboards and
 the metric diff; which way it is better is `pipeline.core.metrics.direction`'s one rule.
+Its *summary* is what `metrics/<experiment>.json` holds, the figures `dvc exp show`, `dvc metrics
+diff` and the registry's cards compare (headline first); the evaluate stage's full record, run
+facts and secondary figures included, is `plots/<experiment>/evaluation.json`.
 Its *Keras metric* is what training records per epoch (`history.csv`, `val_<metric>`).
 Adding a kind means a new module beside `classification`, `regression` and `multilabel` and an
 entry here.
@@ -20,14 +23,31 @@ class TaskKind:
     headline: str  # the test metric experiments of this kind are ranked by
     keras_metric: str  # the per-epoch metric training records beside the loss
     order: int  # where its experiments come in a leaderboard that mixes kinds
+    summary: tuple[str, ...]  # the keys of metrics/<experiment>.json, headline first
+
+    def summarize(self, evaluation: dict) -> dict:
+        """The summary figures of an evaluation record (`metrics/<experiment>.json`)."""
+        return {key: evaluation[key] for key in self.summary if key in evaluation}
 
 
 TASKS = {
     kind.name: kind
     for kind in (
-        TaskKind("classification", "test_accuracy", "accuracy", 0),
-        TaskKind("regression", "test_mae", "mae", 1),
-        TaskKind("multilabel", "micro_f1", "binary_accuracy", 2),
+        TaskKind(
+            "classification",
+            "test_accuracy",
+            "accuracy",
+            0,
+            summary=("test_accuracy", "macro_f1", "test_loss"),
+        ),
+        TaskKind("regression", "test_mae", "mae", 1, summary=("test_mae", "test_rmse", "test_r2")),
+        TaskKind(
+            "multilabel",
+            "micro_f1",
+            "binary_accuracy",
+            2,
+            summary=("micro_f1", "macro_f1", "subset_accuracy"),
+        ),  # fmt: skip
     )
 }
 

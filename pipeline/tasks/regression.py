@@ -1,6 +1,7 @@
 """Regression: test metrics and figures of one model, and the K-fold aggregate (`crossval@<exp>`).
 
-Metrics (`metrics/<experiment>.json`, flat keys like the classifiers'): `test_mae`, `test_mse`,
+Figures (`plots/<experiment>/evaluation.json`, flat keys like the classifiers'; its summary
+`test_mae`, `test_rmse`, `test_r2` in `metrics/<experiment>.json`): `test_mae`, `test_mse`,
 `test_rmse`, `test_r2`, `test_loss` (the MSE the model was trained on), the best epoch's
 `val_mae`/`val_loss`, and the run's facts. Plot data (`plots/<experiment>/`):
 `predictions.csv` (`actual,predicted,residual`, one row per test row, the input of DVC's
@@ -9,9 +10,9 @@ Metrics (`metrics/<experiment>.json`, flat keys like the classifiers'): `test_ma
 
 K-fold: `crossval@<experiment>` reads the fold models (`models/folds/<experiment>-fold<k>/`) and
 writes `metrics/crossval/<experiment>.json`: each fold's validation and test MAE
-(`fold<k>_val_mae`, `fold<k>_test_mae`), their mean and standard deviation, and the test MAE of
-the folds' averaged prediction (seed 004 reports the mean of the fold scores; averaging the
-predictions is the ensemble the folds give for free).
+(`per_fold`, a list, which DVC's tables leave out), their mean and standard deviation, and the
+test MAE of the folds' averaged prediction (seed 004 reports the mean of the fold scores;
+averaging the predictions is the ensemble the folds give for free).
 """
 
 from __future__ import annotations
@@ -110,11 +111,7 @@ def crossval_section(params: Params, results: list[ExperimentResult], root: Path
         if result.name not in params.crossval.experiments or not path.is_file():
             continue
         cv = read_json(path)
-        folds = ", ".join(
-            f"{cv[f'fold{k}_test_mae']:.3f}"
-            for k in range(int(cv["folds"]))
-            if f"fold{k}_test_mae" in cv
-        )
+        folds = ", ".join(f"{fold['test_mae']:.3f}" for fold in cv.get("per_fold", []))
         rows.append(
             f"| {result.name} | {cv['folds']} | {cv['val_mae_mean']:.4f} ± {cv['val_mae_std']:.4f} "
             f"| {cv['test_mae_mean']:.4f} ± {cv['test_mae_std']:.4f} | {folds} "

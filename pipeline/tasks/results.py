@@ -1,4 +1,4 @@
-"""The results the report reads back: one per experiment, from its metrics file and plot data."""
+"""The results the report reads back: one per experiment, its evaluation record and plot data."""
 
 from __future__ import annotations
 
@@ -46,20 +46,19 @@ SEED_REFERENCE = {
 
 
 def load_results(params: Params, root: Path) -> list[ExperimentResult]:
-    """Every experiment of `params` with its metrics, best test accuracy first."""
+    """Every experiment of `params` with its evaluation record, best test accuracy first."""
     results, missing = [], []
     for name in params.experiments:
-        metrics_path = root / paths.METRICS_DIR / f"{name}.json"
-        if not metrics_path.is_file():
+        evaluation = paths.evaluation_file(name, root)
+        if not evaluation.is_file():
             missing.append(name)
             continue
-        results.append(
-            ExperimentResult(name, read_json(metrics_path), root / paths.PLOTS_DIR / name)
-        )
+        results.append(ExperimentResult(name, read_json(evaluation), evaluation.parent))
     if missing:
         raise AtelierError(
-            f"No metrics for experiment(s) {', '.join(missing)} ({paths.METRICS_DIR}/<name>.json "
-            "missing): run `dvc repro` (or `python -m pipeline evaluate <name>`) first."
+            f"No evaluation for experiment(s) {', '.join(missing)} "
+            f"({paths.PLOTS_DIR}/<name>/{paths.EVALUATION_FILE} missing): run `dvc repro` (or "
+            "`python -m pipeline evaluate <name>`) first."
         )
     if not results:
         raise AtelierError("params.yaml defines no experiments: there is nothing to report.")

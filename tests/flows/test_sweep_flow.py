@@ -132,3 +132,21 @@ def test_a_grid_over_max_points_is_refused_before_any_point_runs(prefect_server,
     with pytest.raises(ParamsError, match=r"6 points \(3 \(.*max_iter\) × 2 .*max_points = 4"):
         state.result()
     assert run(root, "dvc", "exp", "list", "--name-only").stdout.strip() == ""
+
+
+def test_a_ranking_metric_that_the_metrics_file_lacks_is_refused(prefect_server, new_project):
+    """`dvc exp show` reports each point's `metrics/<experiment>.json`, the task's summary."""
+    root = new_project(experiments=SGD_ONLY)
+    state = sweep(
+        grid={MAX_ITER: [5, 10]},
+        experiment="digits_sgd",
+        metric="val_accuracy",
+        project_dir=str(root),
+        return_state=True,
+    )
+    assert state.is_failed()
+    with pytest.raises(
+        ParamsError, match=r"'val_accuracy'.*use one of test_accuracy, macro_f1, test_loss"
+    ):
+        state.result()
+    assert run(root, "dvc", "exp", "list", "--name-only").stdout.strip() == ""

@@ -63,8 +63,8 @@ def expected_rows(root: Path, experiments) -> dict[str, dict]:
     """Each experiment's figures from the file the leaderboard must take them from."""
     rows = {}
     for name in experiments:
-        metrics = root / "metrics" / f"{name}.json"
-        path = metrics if metrics.is_file() else root / "models" / name / "train.json"
+        evaluation = root / "plots" / name / "evaluation.json"
+        path = evaluation if evaluation.is_file() else root / "models" / name / "train.json"
         rows[name] = json.loads(path.read_text())
     return rows
 
@@ -103,7 +103,7 @@ def test_flow_matches_dvc_repro_releases_then_skips_unchanged_stages(prefect_ser
     assert set(by_flow) == set(run(flow_root, "dvc", "stage", "list", "--name-only").stdout.split())
     assert "Data and pipelines are up to date." in run(flow_root, "dvc", "repro").stdout
 
-    # Artifacts: the leaderboard carries the metrics files' numbers, the report is the report.
+    # Artifacts: the leaderboard carries the evaluation records' numbers, the report is the report.
     artifacts = artifacts_of(state.state_details.flow_run_id)
     table = json.loads(artifacts["leaderboard"])
     expected = expected_rows(flow_root, SGD_ONLY)

@@ -51,12 +51,12 @@ def project(tmp_path_factory) -> Path:
     return digits_project(tmp_path_factory.mktemp("backends"), experiments)
 
 
-def run_stage(root: Path, *args: str) -> subprocess.CompletedProcess:
+def run_stage(root: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -X importtime -m pipeline <args>`: stderr lists every module the process imported."""
     done = subprocess.run(
         [sys.executable, "-X", "importtime", *command(*args)[1:]],
         cwd=root,
-        env=cli_env(),
+        env=cli_env() | (env or {}),
         capture_output=True,
         text=True,
         timeout=300,
@@ -85,7 +85,7 @@ def trained(project) -> dict[str, dict]:
         runs[backend] = {
             "name": name,
             "summary": json.loads((project / "models" / name / "train.json").read_text()),
-            "metrics": json.loads((project / "metrics" / f"{name}.json").read_text()),
+            "metrics": json.loads((project / "plots" / name / "evaluation.json").read_text()),
             "imported": imported(train.stderr) | imported(evaluate.stderr),
         }
     return runs
@@ -105,12 +105,22 @@ def test_a_jax_stage_never_imports_tensorflow(trained):
     assert "tensorflow" in trained["tensorflow"]["imported"]  # what the check would catch
 
 
-def test_jax_trains_the_same_weights_twice_from_one_seed(project, trained, tmp_path):
-    root = copy_project(project, tmp_path / "again")
-    shutil.rmtree(root / "models")
-    run_stage(root, "train", "mlp_jax")
+def test_jax_reuses_compiled_programs_and_trains_the_same_weights(project, trained, tmp_path):
+    """Two runs from one seed train the same weights; the second one loads XLA's compiled train
+    and evaluation steps from the persistent cache the first one filled."""
+    cache_home = tmp_path / "xdg-cache"
+    # JAX's own switch for its compiler's debug log, which names each persistent-cache hit.
+    env = {"XDG_CACHE_HOME": str(cache_home), "JAX_DEBUG_LOG_MODULES": "jax._src.compiler"}
     first = read_history(project / "models/mlp_jax/history.csv")
-    assert read_history(root / "models/mlp_jax/history.csv") == first
+    hits = []
+    for run in ("cold", "warm"):
+        root = copy_project(project, tmp_path / run)
+        shutil.rmtree(root / "models")
+        done = run_stage(root, "train", "mlp_jax", env=env)
+        assert read_history(root / "models/mlp_jax/history.csv") == first
+        hits.append(done.stderr.count("Persistent compilation cache hit"))
+    assert any((cache_home / "atelier" / "jax").iterdir())
+    assert hits[0] == 0 and hits[1] >= 2, hits  # at least the train step and the test step
 
 
 LOAD_AND_PREDICT = """

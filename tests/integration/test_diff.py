@@ -3,7 +3,7 @@
 A copy of the project (digits only, scikit-learn baselines, so no TensorFlow) is committed
 without outputs (A), reproduced with `dvc repro report` and committed (B), then its params are
 changed and an experiment added before reproducing again into the workspace. The Markdown must
-show the param change, the metric deltas computed from the two `metrics/*.json`, and the new
+show the param change, the metric deltas computed from the two evaluation records, and the new
 experiment; a base without metrics flags every experiment as new; an unknown base is an error.
 """
 
@@ -90,7 +90,7 @@ def diff(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
 
 
 def committed_metrics(root: Path, rev: str, name: str) -> dict:
-    return json.loads(run(["git", "show", f"{rev}:metrics/{name}.json"], root).stdout)
+    return json.loads(run(["git", "show", f"{rev}:plots/{name}/evaluation.json"], root).stdout)
 
 
 def experiment_table(markdown: str, name: str) -> dict[str, list[str]]:
@@ -118,7 +118,7 @@ def test_diff_shows_param_changes_metric_deltas_and_new_experiments(repo, tmp_pa
     assert "[plots diff](https://ci.example/run/7)" in markdown
 
     old = committed_metrics(root, base, "digits_sgd")
-    new = json.loads((root / "metrics/digits_sgd.json").read_text())
+    new = json.loads((root / "plots/digits_sgd/evaluation.json").read_text())
     assert old["test_accuracy"] != new["test_accuracy"]  # the param change changed the model
     rows = experiment_table(markdown, "digits_sgd")
     assert next(iter(rows)) == "test_accuracy"  # the primary metric first
@@ -132,6 +132,52 @@ def test_diff_shows_param_changes_metric_deltas_and_new_experiments(repo, tmp_pa
         else:
             arrow, mark = "↑" if delta > 0 else "↓", "🟢" if better else "🔴"
             assert rows[key][2] == f"{delta:+.4f} {arrow} {mark}"
+
+
+def commit_in_the_earlier_layout(root: Path, base: str) -> str:
+    """A commit on top of `base` whose metrics files hold the whole evaluation record and that
+    has no `plots/<experiment>/evaluation.json`, as revisions made before the summaries; built
+    with git's plumbing, so the repository's work tree and HEAD stay as they are."""
+    env_index = root / ".git" / "earlier-layout-index"
+    record = "plots/digits_sgd/evaluation.json"
+    full = run(["git", "show", f"{base}:{record}"], root).stdout
+    blob = subprocess.run(
+        ["git", "hash-object", "-w", "--stdin"], cwd=root, input=full, capture_output=True,
+        text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    index = {**os.environ, "GIT_INDEX_FILE": str(env_index)}
+    for command in (
+        ["git", "read-tree", base],
+        ["git", "update-index", "--cacheinfo", f"100644,{blob},metrics/digits_sgd.json"],
+        ["git", "update-index", "--force-remove", record],
+    ):
+        subprocess.run(command, cwd=root, env=index, check=True)
+    tree = subprocess.run(
+        ["git", "write-tree"], cwd=root, env=index, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    env_index.unlink()
+    return run(
+        ["git", "commit-tree", tree, "-p", base, "-m", "earlier layout"], root
+    ).stdout.strip()
+
+
+@pytest.mark.slow
+def test_a_base_in_the_earlier_layout_diffs_the_same_figures(repo):
+    """Against a base from before `evaluation.json`, the diff reads its full metrics files."""
+    root, base = repo["root"], repo["first_run"]
+    earlier = commit_in_the_earlier_layout(root, base)
+    metrics_file = json.loads(
+        run(["git", "show", f"{earlier}:metrics/digits_sgd.json"], root).stdout
+    )
+    assert "cv_mean" in metrics_file
+    gone = run(
+        ["git", "cat-file", "-e", f"{earlier}:plots/digits_sgd/evaluation.json"], root, check=False
+    )
+    assert gone.returncode != 0
+    expected = experiment_table(diff(root, base).stdout, "digits_sgd")
+    found = experiment_table(diff(root, earlier).stdout, "digits_sgd")
+    assert {"test_accuracy", "cv_mean", "val_accuracy"} <= set(found)
+    assert [row[:2] for row in found.values()] == [row[:2] for row in expected.values()]
 
 
 @pytest.mark.slow
@@ -267,7 +313,7 @@ def test_a_negative_tolerance_is_refused_by_the_schema():
 
 
 def set_accuracy(root: Path, name: str, value: float) -> None:
-    path = root / "metrics" / f"{name}.json"
+    path = root / "plots" / name / "evaluation.json"
     metrics = json.loads(path.read_text())
     metrics["test_accuracy"] = value
     path.write_text(json.dumps(metrics))
@@ -277,7 +323,7 @@ def set_accuracy(root: Path, name: str, value: float) -> None:
 def test_fail_on_regression_exits_1_beyond_the_tolerance_and_0_within(repo):
     root, base = repo["root"], repo["first_run"]
     old = committed_metrics(root, base, "digits_sgd")["test_accuracy"]
-    saved = (root / "metrics" / "digits_sgd.json").read_text()
+    saved = (root / "plots" / "digits_sgd" / "evaluation.json").read_text()
     tolerance = yaml.safe_load((root / "params.yaml").read_text())["diff"]["tolerance"]
     allowed = tolerance["test_accuracy"]["abs"]
     try:
@@ -295,7 +341,7 @@ def test_fail_on_regression_exits_1_beyond_the_tolerance_and_0_within(repo):
         assert noise.returncode == 0, noise.stderr
         assert "| `digits_sgd` | test_accuracy |" in noise.stdout and " ≈ |" in noise.stdout
     finally:
-        (root / "metrics" / "digits_sgd.json").write_text(saved)
+        (root / "plots" / "digits_sgd" / "evaluation.json").write_text(saved)
 
 
 @pytest.mark.slow

@@ -74,7 +74,7 @@ def test_mnist_set_trains_and_evaluates_end_to_end(served_mnist, project_root, t
     assert meta["input_shape"] == [28, 28] and meta["n_test"] == 397
     assert summary["params_count"] == 784 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10  # seed 004
     assert metrics["test_accuracy"] > 0.6, metrics  # chance is 0.1
-    assert json.loads((tmp_path / "metrics/mnist_mlp64_32.json").read_text()) == metrics
+    assert json.loads((tmp_path / "plots/mnist_mlp64_32/evaluation.json").read_text()) == metrics
 
 
 def test_mnist_download_with_a_corrupt_file_fails_and_leaves_nothing(http_server, idx, tmp_path):

@@ -82,7 +82,7 @@ def test_deploy_run_on_a_worker_and_read_back_the_schedule(stack):
         rows = json.loads(artifacts["leaderboard"])
         assert [row["experiment"] for row in rows] == ["digits_sgd"]
         assert 0.8 < rows[0]["test_accuracy"] <= 1.0
-        assert rows[0]["source"] == "metrics/digits_sgd.json"
+        assert rows[0]["source"] == "plots/digits_sgd/evaluation.json"
         assert "digits_sgd" in artifacts["training-report"]
 
         # The schedules and pools on the server are the ones prefect.yaml declares.

@@ -49,3 +49,23 @@ def test_gpu_is_used_with_mixed_precision_when_available():
     assert chosen["device"].startswith("gpu")
     assert chosen["mixed_precision"] is True
     assert chosen["policy"] == "mixed_float16"
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"HOME": "/home/u"}, "/home/u/.cache/atelier/jax"),
+        ({"HOME": "/home/u", "XDG_CACHE_HOME": "/var/cache/u"}, "/var/cache/u/atelier/jax"),
+        ({"XDG_CACHE_HOME": "/x", "JAX_COMPILATION_CACHE_DIR": "/shared/jax"}, "/shared/jax"),
+        ({"XDG_CACHE_HOME": "/x", "JAX_COMPILATION_CACHE_DIR": ""}, None),  # off
+    ],
+)
+def test_jax_compile_cache_location(monkeypatch, environ, expected):
+    from pipeline.modeling.backend import compile_cache_dir
+
+    for name in ("HOME", "XDG_CACHE_HOME", "JAX_COMPILATION_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    found = compile_cache_dir()
+    assert (str(found) if found else None) == expected

@@ -108,10 +108,19 @@ def copy_project(source: Path, target: Path) -> Path:
 def test_metrics_have_the_contract_keys(evaluated, trained):
     assert set(evaluated["digits_mlp"]) == COMMON_KEYS | {"backend"}  # the Keras backend
     assert set(evaluated["digits_sgd"]) == COMMON_KEYS | {"cv_mean", "cv_std"}
-    on_disk = json.loads((trained / "metrics/digits_mlp.json").read_text())
+    on_disk = json.loads((trained / "plots/digits_mlp/evaluation.json").read_text())
     assert on_disk == evaluated["digits_mlp"]
     assert on_disk["model"] == "mlp" and on_disk["dataset"] == "digits"
     assert evaluated["digits_sgd"]["model"] == "sgd_logistic"
+
+
+def test_the_metrics_file_holds_the_summary_headline_first(evaluated, trained):
+    """`metrics/<experiment>.json` is what `dvc exp show` lists: three figures, not the record."""
+    for name in ("digits_mlp", "digits_sgd"):
+        text = (trained / "metrics" / f"{name}.json").read_text()
+        summary = json.loads(text)
+        assert list(summary) == ["test_accuracy", "macro_f1", "test_loss"]
+        assert summary == {key: evaluated[name][key] for key in summary}
 
 
 def test_mlp_metrics_match_keras_evaluate(evaluated, trained):
@@ -289,4 +298,5 @@ def test_evaluating_the_baseline_does_not_import_tensorflow(trained, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False False"
-    assert json.loads((root / "metrics/digits_sgd.json").read_text())["model"] == "sgd_logistic"
+    evaluation = json.loads((root / "plots/digits_sgd/evaluation.json").read_text())
+    assert evaluation["model"] == "sgd_logistic"

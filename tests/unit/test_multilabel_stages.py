@@ -117,14 +117,17 @@ def test_multilabel_evaluation_writes_per_label_figures(trained, garments_root):
         "label_confusion.png",
         "predictions.png",
         "history.csv",
+        "evaluation.json",
     }
+    summary = json.loads((root / "metrics/garments_mlp.json").read_text())
+    assert list(summary) == ["micro_f1", "macro_f1", "subset_accuracy"]
     with open(plots / "per_label.csv", newline="") as stream:
         rows = list(csv.DictReader(stream))
     assert [row["label"] for row in rows] == list(GARMENTS.class_names)
     assert all(sum(int(row[k]) for k in ("tn", "fp", "fn", "tp")) == 200 for row in rows)
     history = (plots / "history.csv").read_text().splitlines()[0]
     assert history == "epoch,loss,binary_accuracy,val_loss,val_binary_accuracy"
-    saved = json.loads((root / "metrics/garments_mlp.json").read_text())
+    saved = json.loads((plots / "evaluation.json").read_text())
     assert float(rows[-1]["f1"]) >= 0 and "f1_shoes" not in saved  # per label: the CSV only
     assert {"micro_f1", "macro_f1", "subset_accuracy", "hamming_loss"} <= set(saved)
 

@@ -255,7 +255,12 @@ def test_regression_plot_data_and_history(trained, diabetes_root):
         "scatter.png",
         "residuals.png",
         "history.csv",
+        "evaluation.json",
     }
+    summary = json.loads((diabetes_root / "metrics/diabetes_regressor.json").read_text())
+    assert list(summary) == ["test_mae", "test_rmse", "test_r2"]
+    evaluation = json.loads((plots / "evaluation.json").read_text())
+    assert summary == {key: evaluation[key] for key in summary}
     rows = (plots / "predictions.csv").read_text().splitlines()
     assert rows[0] == "actual,predicted,residual"
     n_test = len(np.load(paths.prepared_dir("diabetes", diabetes_root) / "y_test.npy"))
@@ -290,7 +295,8 @@ def test_each_fold_trains_on_the_other_folds_and_the_aggregate_reports_them(trai
 
     written = json.loads((diabetes_root / "metrics/crossval/diabetes_regressor.json").read_text())
     assert written == metrics
-    per_fold = [metrics[f"fold{k}_test_mae"] for k in range(3)]
+    assert [fold["fold"] for fold in metrics["per_fold"]] == [0, 1, 2]
+    per_fold = [fold["test_mae"] for fold in metrics["per_fold"]]
     assert np.isclose(metrics["test_mae_mean"], np.mean(per_fold), atol=1e-5)
     assert np.isclose(metrics["test_mae_std"], np.std(per_fold), atol=1e-5)
     # Averaging the fold models' predictions is never worse than their mean MAE (convexity).

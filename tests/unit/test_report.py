@@ -74,7 +74,7 @@ def report(evaluated) -> str:
 def metrics(root: Path, name: str) -> dict:
     import json
 
-    return json.loads((root / f"metrics/{name}.json").read_text())
+    return json.loads((root / f"plots/{name}/evaluation.json").read_text())
 
 
 def leaderboard_rows(report: str) -> list[list[str]]:
@@ -174,8 +174,8 @@ def test_dvc_plots_curves_are_dvclive_files_not_report_copies(evaluated, report)
 def test_missing_metrics_name_the_experiment(evaluated, tmp_path):
     root = tmp_path / "project"
     shutil.copytree(evaluated, root, ignore=shutil.ignore_patterns("reports"))
-    (root / "metrics/digits_sgd.json").unlink()
-    with pytest.raises(AtelierError, match=r"No metrics for experiment\(s\) digits_sgd"):
+    (root / "plots/digits_sgd/evaluation.json").unlink()
+    with pytest.raises(AtelierError, match=r"No evaluation for experiment\(s\) digits_sgd"):
         build_report(parse_params(params_dict()), root=root)
     assert not (root / "reports").exists()
 

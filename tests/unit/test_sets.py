@@ -192,7 +192,7 @@ def test_set_param_changes_only_the_line_of_its_value(params_file, enabled):
     if enabled is not None:
         enable_set(enabled, params_file)
     assert set_param(params_file, "experiments.fashion_compact_cnn.epochs=30") == [
-        "-    epochs: 4",
+        "-    epochs: 5",
         "+    epochs: 30",
     ]
     assert set_param(params_file, "experiments.fashion_mlp.patience=3") == [
