@@ -2,12 +2,15 @@
 
 Run from the project root after the data stages (`dvc repro split@fashion_mnist`):
 
-    .venv/bin/python benchmarks/train_vs_seed.py [--repeats 2]
+    .venv/bin/python benchmarks/train_vs_seed.py [--repeats 2] [--compile-cache cold|warm]
     .venv/bin/python benchmarks/train_vs_seed.py --quick   # a smoke run: no data stages needed
 
 Both sides use the seed's hyperparameters (10 epochs, batch 128, Adam, dropout 0.3). The runs
 alternate so that load on the machine hits both alike. The pipeline's test accuracy is measured
-afterwards, untimed, on the held-out test set. Results go to stdout as a Markdown table.
+afterwards, untimed, on the held-out test set. Results go to stdout as a Markdown table. On JAX
+the stage keeps XLA's compiled programs in a persistent cache (README, "Keras backends"):
+`--compile-cache cold` (the default) gives each pipeline run an empty one, `warm` one that an
+untimed run filled, as every run after an experiment's first finds it.
 
 `--quick` checks that the script runs, in about a minute at most: in a temporary copy of the
 project with scikit-learn's digits prepared, the seed's model (3 epochs) as a plain Keras script
@@ -75,9 +78,11 @@ print(json.dumps({"test_accuracy": float(model.evaluate(x_test, y_test, verbose=
 """
 
 
-def timed(command: list[str], cwd: Path = ROOT) -> tuple[float, str]:
+def timed(command: list[str], cwd: Path = ROOT, env: dict | None = None) -> tuple[float, str]:
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True)
+    done = subprocess.run(
+        command, cwd=cwd, env={**ENV, **(env or {})}, capture_output=True, text=True
+    )
     if done.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{done.stderr}")
     return time.perf_counter() - started, done.stdout
@@ -98,23 +103,40 @@ def quick_project(directory: Path) -> Path:
     return directory
 
 
-def compare(root: Path, seed: list[str], pipeline: list[str], accuracy: str, repeats: int):
-    """Time `seed` and `pipeline` alternately in `root`; their test accuracies, best times."""
+def compare(
+    root: Path, seed: list[str], pipeline: list[str], accuracy: str, repeats: int, cache: str
+):
+    """Time `seed` and `pipeline` alternately in `root`; their test accuracies, best times.
+
+    `cache`: JAX's persistent compilation cache for the pipeline's runs — `cold`, a new empty
+    one for each run; `warm`, one shared cache, filled by an untimed run first."""
     seed_times, pipe_times, seed_acc, pipe_acc = [], [], [], []
-    for _ in range(repeats):
+    caches = Path(tempfile.mkdtemp(prefix="jax-cache-"))
+    if cache == "warm":
+        timed(pipeline, root, {"JAX_COMPILATION_CACHE_DIR": str(caches / "shared")})
+    for index in range(repeats):
         elapsed, out = timed(seed, root)
         seed_times.append(elapsed)
         seed_acc.append(json.loads(out.strip().splitlines()[-1])["test_accuracy"])
-        elapsed, _ = timed(pipeline, root)
+        directory = caches / ("shared" if cache == "warm" else f"cold-{index}")
+        elapsed, _ = timed(pipeline, root, {"JAX_COMPILATION_CACHE_DIR": str(directory)})
         pipe_times.append(elapsed)
         _, out = timed([sys.executable, "-c", accuracy], root)
         pipe_acc.append(json.loads(out.strip().splitlines()[-1])["test_accuracy"])
+    shutil.rmtree(caches)
     return seed_times, pipe_times, seed_acc, pipe_acc
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--compile-cache",
+        choices=("warm", "cold"),
+        default="cold",
+        help="JAX's compilation cache for the pipeline's runs: empty each time (cold), or filled "
+        "by an untimed run first (warm: a repeated run, as `dvc exp run` sweeps make)",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run on digits (figures meaningless)"
     )
@@ -129,6 +151,7 @@ def main() -> None:
                 [sys.executable, "-m", "pipeline", "train", QUICK_EXPERIMENT],
                 TEST_ACCURACY.format(experiment=QUICK_EXPERIMENT, dataset="digits"),
                 args.repeats,
+                args.compile_cache,
             )
         names = (
             "seed 000 model on digits (--quick)",
@@ -141,11 +164,15 @@ def main() -> None:
             [str(BIN / "dvc"), "repro", "--force", "--single-item", "train@fashion_mlp"],
             TEST_ACCURACY.format(experiment="fashion_mlp", dataset="fashion_mnist"),
             args.repeats,
+            args.compile_cache,
         )
         backend = yaml.safe_load((ROOT / "params.yaml").read_text())["experiments"][
             "fashion_mlp"
         ].get("backend")
-        names = ("seed 000 script (TensorFlow)", f"`dvc repro train@fashion_mlp` ({backend})")
+        names = (
+            "seed 000 script (TensorFlow)",
+            f"`dvc repro train@fashion_mlp` ({backend}, {args.compile_cache} compilation cache)",
+        )
     best_seed, best_pipe = min(seed_times), min(pipe_times)
     print(f"| run | wall time (best of {args.repeats}) | test accuracy |")
     print("|---|---|---|")

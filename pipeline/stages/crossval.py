@@ -67,7 +67,6 @@ def crossval_experiment(params, name: str, *, root: Path = Path(".")) -> dict:
         "ensemble_test_mae": ensemble["test_mae"],
         "ensemble_test_rmse": ensemble["test_rmse"],
         "ensemble_test_r2": ensemble["test_r2"],
-        "dataset": experiment.dataset,
     }
     # Each fold's figures as a list, which `dvc exp show` and `dvc metrics show` leave out (one
     # column per fold and figure otherwise); the report's K-fold table shows them.
