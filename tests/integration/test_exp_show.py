@@ -62,9 +62,7 @@ def shown() -> dict:
     `--json` (a CSV column is `<file>:<key>` where two files share a key, else `<key>`)."""
     header = next(csv.reader(io.StringIO(dvc_exp_show("--csv"))))
     workspace = json.loads(dvc_exp_show("--json"))[0]["data"]
-    metrics = {
-        path: flat(entry.get("data") or {}) for path, entry in workspace["metrics"].items()
-    }
+    metrics = {path: flat(entry.get("data") or {}) for path, entry in workspace["metrics"].items()}
     owner = Counter(key for keys in metrics.values() for key in keys)
     columns = []
     for column in header:
