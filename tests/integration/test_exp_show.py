@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections import Counter
@@ -120,3 +121,20 @@ def test_the_column_count(shown):
     assert counts["metrics"] / len(params.experiments) <= 9, counts  # 20 to 26 before summaries
     assert len(shown["header"]) <= 320, counts  # 499 before the summaries
     print(dict(counts), len(shown["header"]))
+
+
+def test_the_readmes_narrow_view(shown):
+    """The README's `dvc exp show --drop ...` line, run as written: about 60 columns, every
+    experiment's summary still there."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if line.startswith("dvc exp show --drop "))
+    header = next(csv.reader(io.StringIO(dvc_exp_show(*shlex.split(line)[3:], "--csv"))))
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    assert "the second line leaves 59:" in readme and len(header) == 59, header
+    summaries = {f"metrics/{name}.json" for name in params.experiments}
+    kept = [
+        name
+        for name, (kind, path, _) in zip(shown["header"], shown["columns"], strict=True)
+        if kind == "metrics" and path in summaries
+    ]
+    assert len(kept) == 3 * len(params.experiments) and set(kept) <= set(header)
