@@ -30,6 +30,10 @@ BACKENDS = ("tensorflow", "jax")
 COMPILE_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
 # Programs that compile faster than this are not worth a file each.
 COMPILE_CACHE_MIN_SECONDS = "0.2"
+# A size bound turns on JAX's eviction of the least recently used entries, and with it a file
+# lock around every write, so that processes sharing the cache (a sweep's points, the workers of
+# a pool on one host) never read an entry another is still writing.
+COMPILE_CACHE_MAX_BYTES = str(2 * 1024**3)
 
 
 def compile_cache_dir() -> Path | None:
@@ -73,6 +77,7 @@ def use_backend(name: str, *, deterministic: bool = True) -> None:
         os.environ.setdefault(
             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", COMPILE_CACHE_MIN_SECONDS
         )
+        os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", COMPILE_CACHE_MAX_BYTES)
     if deterministic:
         flags = os.environ.get("XLA_FLAGS", "")
         if "xla_gpu_deterministic_ops" not in flags:

@@ -119,7 +119,10 @@ def test_jax_reuses_compiled_programs_and_trains_the_same_weights(project, train
         done = run_stage(root, "train", "mlp_jax", env=env)
         assert read_history(root / "models/mlp_jax/history.csv") == first
         hits.append(done.stderr.count("Persistent compilation cache hit"))
-    assert any((cache_home / "atelier" / "jax").iterdir())
+    entries = {path.name for path in (cache_home / "atelier" / "jax").iterdir()}
+    # Bounded (the size limit turns on JAX's eviction, which stamps each entry's last use) and
+    # locked for processes that share it.
+    assert ".lockfile" in entries and any(name.endswith("-atime") for name in entries), entries
     assert hits[0] == 0 and hits[1] >= 2, hits  # at least the train step and the test step
 
 
