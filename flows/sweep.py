@@ -82,16 +82,20 @@ def validate_grid(
     return combos
 
 
-def _require_summary_metric(root: Path, experiment: str, metric: str) -> None:
-    """Refuse a ranking metric that `metrics/<experiment>.json` does not hold (`dvc exp show`
-    reports only that file's figures for each point)."""
-    task = load_params_with(root, {}).experiment(experiment).task
-    summary = task_kind(task).summary
+def _ranking_metric(root: Path, experiment: str, metric: str | None) -> str:
+    """`metric`, or the experiment's headline metric when it is None; refused when
+    `metrics/<experiment>.json` does not hold it (`dvc exp show` reports only that file's
+    figures for each point)."""
+    kind = task_kind(load_params_with(root, {}).experiment(experiment).task)
+    summary = kind.summary
+    if metric is None:
+        return kind.headline
     if metric not in summary:
         raise ParamsError(
             f"The sweep ranks by {metric!r}, which metrics/{experiment}.json does not hold: use "
             f"one of {', '.join(summary)} (`--metric`). Nothing was run."
         )
+    return metric
 
 
 def _require_effect(key: str, name: str, experiment) -> None:
@@ -208,7 +212,7 @@ def sweep_leaderboard(
 def sweep(
     grid: dict[str, list[Any]],
     experiment: str,
-    metric: str = "test_accuracy",
+    metric: str | None = None,
     max_parallel: int = 2,
     apply_best: bool = False,
     project_dir: str = ".",
@@ -224,7 +228,8 @@ def sweep(
         grid: `{"experiments.digits_mlp.learning_rate": [0.001, 0.01], ...}`; keys are
             params.yaml keys as `dvc exp run -S` takes them, values the settings to try.
         experiment: the experiment whose stages each point runs (`train@`, `evaluate@`).
-        metric: the key of `metrics/<experiment>.json` that ranks the points.
+        metric: the key of `metrics/<experiment>.json` that ranks the points (None: the
+            experiment's headline metric).
         max_parallel: points running at once (each is a process; keep it at most the cores or
             GPUs the worker has).
         apply_best: `dvc exp apply` the winner to the workspace.
@@ -246,7 +251,7 @@ def sweep(
     root = Path(project_dir).resolve()
     raw = load_yaml(root / paths.PARAMS_FILE)
     combos = validate_grid(root, grid, experiment, max_points)
-    _require_summary_metric(root, experiment, metric)
+    metric = _ranking_metric(root, experiment, metric)
     targets = [name for name in list_stages(root) if name.partition("@")[2] == experiment]
 
     from prefect.runtime import flow_run
@@ -326,9 +331,9 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m flows.sweep") 
     parser.add_argument(
         "-m",
         "--metric",
-        default="test_accuracy",
-        help="the key of metrics/<experiment>.json that ranks the points (default: "
-        "test_accuracy; lowest first for losses and errors)",
+        help="the key of metrics/<experiment>.json that ranks the points (default: the "
+        "experiment's headline metric, e.g. test_accuracy or test_mae; lowest first for losses "
+        "and errors)",
     )
     parser.add_argument(
         "-j",

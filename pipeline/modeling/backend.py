@@ -10,7 +10,7 @@ and under JAX nothing in the training path imports TensorFlow: inputs are NumPy 
 Under JAX, compiled programs are kept between processes in JAX's persistent compilation cache
 (`compile_cache_dir`), so a stage that runs again with the same model, batch size and shapes (a
 `dvc repro --force`, an experiment's next run) skips XLA's compilation of its train and evaluation
-steps (5–6 s of the seed MLP's 10-epoch run on a CPU).
+steps (1.5–2.5 s of the seed MLP's 13 s stage on a CPU).
 
 Why each default is what it is: `params.yaml`, beside `runtime.backend`, and
 `benchmarks/RESULTS.md`, "Keras backends".
@@ -31,8 +31,8 @@ COMPILE_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
 # Programs that compile faster than this are not worth a file each.
 COMPILE_CACHE_MIN_SECONDS = "0.2"
 # A size bound turns on JAX's eviction of the least recently used entries, and with it a file
-# lock around every write, so that processes sharing the cache (a sweep's points, the workers of
-# a pool on one host) never read an entry another is still writing.
+# lock around every read and write, so that processes sharing the cache (a sweep's points, the
+# workers of a pool on one host) never read an entry another is still writing.
 COMPILE_CACHE_MAX_BYTES = str(2 * 1024**3)
 
 

@@ -47,7 +47,7 @@ TASKS = {
             "binary_accuracy",
             2,
             summary=("micro_f1", "macro_f1", "subset_accuracy"),
-        ),  # fmt: skip
+        ),
     )
 }
 

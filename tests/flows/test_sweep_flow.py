@@ -150,3 +150,12 @@ def test_a_ranking_metric_that_the_metrics_file_lacks_is_refused(prefect_server,
     ):
         state.result()
     assert run(root, "dvc", "exp", "list", "--name-only").stdout.strip() == ""
+
+
+def test_the_ranking_metric_defaults_to_the_experiments_headline():
+    from flows.sweep import _ranking_metric
+    from tests.conftest import PROJECT_ROOT
+
+    assert _ranking_metric(PROJECT_ROOT, "diabetes_regressor", None) == "test_mae"
+    assert _ranking_metric(PROJECT_ROOT, "fashion_mlp", None) == "test_accuracy"
+    assert _ranking_metric(PROJECT_ROOT, "fashion_mlp", "macro_f1") == "macro_f1"
