@@ -282,10 +282,10 @@ def leaderboard(root: Path, params: Params, experiments: Iterable[str]) -> list[
     rows = []
     for name in experiments:
         experiment = params.experiments[name]
-        metrics_path = paths.evaluation_file(name)
+        record_path = paths.evaluation_file(name)
         train_path = paths.MODELS_DIR / name / "train.json"
-        figures = _read_json(root / metrics_path)
-        source = metrics_path
+        figures = _read_json(root / record_path)
+        source = record_path
         if figures is None:
             figures, source = _read_json(root / train_path), train_path
         if figures is None:

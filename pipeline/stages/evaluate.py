@@ -125,9 +125,9 @@ def evaluate_classification(
             proba=scores.proba,
             class_names=test.class_names,
         )
+        atomic_write_json(staging / paths.EVALUATION_FILE, metrics)
         # Always written (only the header for the baseline, which has no epochs), so that
         # dvc.yaml can declare the same outputs for every experiment.
-        atomic_write_json(staging / paths.EVALUATION_FILE, metrics)
         if (model_dir / "history.csv").is_file():
             shutil.copyfile(model_dir / "history.csv", staging / "history.csv")
         else:
