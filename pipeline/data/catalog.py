@@ -9,9 +9,10 @@ Adding a dataset is adding an entry to `CATALOG`. Each entry has a `kind` (how i
 (what is learned from them: `classification`, `regression` or `multilabel`); experiments are
 checked against the task before anything runs.
 
-Multi-label sets are image files plus a CSV of 0/1 label columns (the seed's apparel layout):
-`garments` is generated deterministically from the Fashion-MNIST files by the preprocess stage,
-`apparel` is a copy of the real Kaggle set that the user points `data.mirrors` at.
+Multi-label sets have one 0/1 column per label: `garments` is rendered deterministically from
+the Fashion-MNIST files by the preprocess stage, as arrays like the other image sets; `apparel`
+is a copy of the real Kaggle set that the user points `data.mirrors` at, image files listed in a
+CSV (the seed's layout), which stay files and are streamed from disk.
 """
 
 from __future__ import annotations
@@ -355,14 +356,20 @@ APPAREL_LABELS = (
 
 GARMENTS = DatasetSpec(
     name="garments",
-    kind="image_files",
+    kind="images",
     task="multilabel",
     files=FASHION_MNIST.files,
     sources=FASHION_MNIST.sources,
     reader=read_nothing,
     class_names=APPAREL_LABELS,
     how_to_get=FASHION_MNIST.how_to_get + " (garments are generated from Fashion-MNIST)",
-    extra={"n_train": 6000, "n_test": 1000, "image_size": 28, "test_source": "generated"},
+    extra={
+        "n_train": 6000,
+        "n_test": 1000,
+        "image_size": 28,
+        "test_source": "generated",
+        "generator": "garments",  # rendered by the preprocess stage (pipeline.data.garments)
+    },
 )
 
 APPAREL = DatasetSpec(

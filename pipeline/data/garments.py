@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +81,36 @@ def generate(
     Returns:
         A summary: `n`, `image_size`, `seed` and `counts` (rows per label).
 
+    Raises `ValueError` on malformed inputs and `DataError` when no class makes a garment
+    (see `render_set`).
+    """
+    images, labels = render_set(x, y, n=n, seed=seed, image_size=image_size)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image", *LABELS])
+    with atomic_dir(out_dir) as staging:
+        (staging / IMAGES_DIR).mkdir()
+        for index, (rgb, row) in enumerate(zip(images, labels, strict=True)):
+            name = f"{IMAGES_DIR}/{index:05d}.png"
+            write_png(staging / name, rgb)
+            writer.writerow([name, *(int(value) for value in row)])
+        atomic_write_bytes(staging / LABELS_CSV, buffer.getvalue().encode())
+    summary = {
+        "n": n,
+        "image_size": image_size,
+        "seed": seed,
+        "counts": dict(zip(LABELS, (int(count) for count in labels.sum(axis=0)), strict=True)),
+    }
+    log.info("Wrote %d coloured garments to %s: %s", n, out_dir, summary["counts"])
+    return summary
+
+
+def render_set(
+    x: np.ndarray, y: np.ndarray, *, n: int, seed: int, image_size: int = 28
+) -> tuple[np.ndarray, np.ndarray]:
+    """`n` coloured garments as arrays: uint8 RGB images (n, S, S, 3) and their 0/1 label rows
+    (n, len(LABELS)), the pixels and rows `generate` writes (same arguments, same values).
+
     Items and colours are each balanced to within one row; source images are drawn without
     replacement where each item's pool is large enough.
     """
@@ -99,30 +128,14 @@ def generate(
         raise ValueError(f"image_size must be at least 8; got {image_size}.")
 
     sources, items, colours, shorts = _plan(y, n=n, seed=seed)
-    counts = Counter()
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["image", *LABELS])
-    with atomic_dir(out_dir) as staging:
-        (staging / IMAGES_DIR).mkdir()
-        for index in range(n):
-            rgb = render(
-                x[sources[index]], colours[index], shorts=shorts[index], image_size=image_size
-            )
-            name = f"{IMAGES_DIR}/{index:05d}.png"
-            write_png(staging / name, rgb)
-            row = {colours[index], items[index]}
-            counts.update(row)
-            writer.writerow([name, *(int(label in row) for label in LABELS)])
-        atomic_write_bytes(staging / LABELS_CSV, buffer.getvalue().encode())
-    summary = {
-        "n": n,
-        "image_size": image_size,
-        "seed": seed,
-        "counts": {label: counts[label] for label in LABELS},
-    }
-    log.info("Wrote %d coloured garments to %s: %s", n, out_dir, summary["counts"])
-    return summary
+    images = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
+    labels = np.zeros((n, len(LABELS)), dtype=np.uint8)
+    for index in range(n):
+        images[index] = render(
+            x[sources[index]], colours[index], shorts=shorts[index], image_size=image_size
+        )
+        labels[index, [LABELS.index(colours[index]), LABELS.index(items[index])]] = 1
+    return images, labels
 
 
 def _plan(

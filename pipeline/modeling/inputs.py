@@ -33,7 +33,7 @@ def input_spec(model_params, data: TrainingRows):
     """
     from pipeline.modeling.models import InputSpec
 
-    if data.task == "multilabel":  # rows are image paths; the pixels stay on disk
+    if image_files(data):  # rows are image paths; the pixels stay on disk
         return InputSpec(
             shape=tuple(data.meta["input_shape"]),
             num_classes=int(data.meta["num_classes"]),
@@ -47,10 +47,17 @@ def input_spec(model_params, data: TrainingRows):
         shape=tuple(data.x_train.shape[1:]),
         num_classes=int(data.meta["num_classes"]),
         value_max=int(data.meta["value_max"]),
+        task=data.task,
         **pixels,
         feature_mean=tuple(data.standardize["mean"]) if data.standardize else None,
         feature_std=tuple(data.standardize["std"]) if data.standardize else None,
     )
+
+
+def image_files(data: TrainingRows) -> bool:
+    """Whether `data`'s rows are image paths (the dataset's layout, from the catalog) whose
+    pixels are read from disk batch by batch, rather than arrays held in memory."""
+    return data.meta.get("kind") == "image_files"
 
 
 def make_datasets(data: TrainingRows, batch_size: int, seed: int):
@@ -58,8 +65,9 @@ def make_datasets(data: TrainingRows, batch_size: int, seed: int):
 
     The arrays become two constant tensors once; each epoch shuffles only row indices and
     gathers whole batches (one op per batch, not per image), so the input pipeline costs little
-    next to the training step. Images stay `uint8` until the model's scaling layer. Multi-label
-    rows are image paths: those images are streamed from disk (`make_image_dataset`).
+    next to the training step. Images stay `uint8` until the model's scaling layer. Where the
+    rows are image paths (`image_files`), the images are streamed from disk
+    (`make_image_dataset`).
 
     On any other backend than TensorFlow the same batches come from NumPy
     (`pipeline.modeling.batches`), so that TensorFlow is never imported.
@@ -70,7 +78,7 @@ def make_datasets(data: TrainingRows, batch_size: int, seed: int):
         return _numpy_batches(data, batch_size, seed)
     import tensorflow as tf
 
-    if data.task == "multilabel":
+    if image_files(data):
         return _image_file_datasets(data, batch_size, seed)
     images, labels = tf.constant(data.x_train), tf.constant(data.y_train)
     rows = len(data.y_train)
@@ -98,7 +106,7 @@ def _numpy_batches(data: TrainingRows, batch_size: int, seed: int):
     from pipeline.modeling.batches import ArrayBatches, ImageFileBatches
 
     val_batch = max(batch_size, 1024)
-    if data.task != "multilabel":
+    if not image_files(data):
         return (
             ArrayBatches(data.x_train, data.y_train, batch_size, seed=seed, shuffle=True),
             ArrayBatches(data.x_val, data.y_val, val_batch),

@@ -174,15 +174,22 @@ def evaluate_regression(experiment, name: str, train: dict, model_dir: Path, roo
 
 
 def evaluate_multilabel(experiment, name: str, train: dict, model_dir: Path, root: Path) -> dict:
-    """Multi-label sets: test images streamed from disk as in training; a label is predicted
-    when its probability exceeds the experiment's `threshold`."""
+    """Multi-label sets: test images from arrays, or streamed from disk as in training where the
+    dataset is image files; a label is predicted when its probability exceeds the experiment's
+    `threshold`."""
     prepared, meta = prepared_test_set(experiment.dataset, root)
     names = tuple(meta["class_names"])
     size = int(meta["input_shape"][0])
-    files = [str(prepared.absolute() / path) for path in np.load(prepared / "x_test.npy")]
     y_true = np.load(prepared / "y_test.npy")
-
-    proba = predict_image_files(model_dir, files, y_true, image_size=size)
+    if meta["kind"] == "image_files":
+        files = [str(prepared.absolute() / path) for path in np.load(prepared / "x_test.npy")]
+        proba = predict_image_files(model_dir, files, y_true, image_size=size)
+        shown = min(GRID_IMAGES, len(files))
+        grid = load_images_python(files[:shown], size)
+    else:
+        x_test = np.load(prepared / "x_test.npy")
+        proba = np.asarray(predict_proba(model_dir, x_test, keras_model=True).proba, np.float64)
+        grid = x_test[:GRID_IMAGES]
     y_pred = predicted_labels(proba, experiment.threshold)
 
     scores = multilabel_metrics(y_true, proba, names, threshold=experiment.threshold)
@@ -196,11 +203,10 @@ def evaluate_multilabel(experiment, name: str, train: dict, model_dir: Path, roo
     with atomic_dir(root / paths.PLOTS_DIR / name) as staging:
         write_per_label_csv(staging / "per_label.csv", names, scores, confusions)
         plot_label_confusions(confusions, staging / "label_confusion.png")
-        shown = min(GRID_IMAGES, len(files))
         plot_prediction_grid(
-            load_images_python(files[:shown], size),
-            y_true[:shown],
-            y_pred[:shown],
+            grid,
+            y_true[: len(grid)],
+            y_pred[: len(grid)],
             names,
             staging / "predictions.png",
         )
@@ -214,7 +220,7 @@ def evaluate_multilabel(experiment, name: str, train: dict, model_dir: Path, roo
         metrics["macro_f1"],
         metrics["subset_accuracy"],
         metrics["hamming_loss"],
-        len(files),
+        len(y_true),
     )
     return metrics
 

@@ -51,6 +51,8 @@ def preprocess(
         )
     if spec.kind == "image_files":
         meta = _preprocess_image_files(spec, Path(raw_dir), Path(out_dir), settings)
+    elif spec.extra.get("generator") == "garments":
+        meta = _preprocess_garments(spec, Path(raw_dir), Path(out_dir), settings)
     else:
         meta = _preprocess_arrays(spec, Path(raw_dir), Path(out_dir), settings)
     if overview_dir is not None:
@@ -63,7 +65,7 @@ def write_overview(meta: dict, prepared_dir: Path, out_dir: Path) -> None:
     report's class mosaic shows, chosen by `class_sample_indices`)."""
     with atomic_dir(out_dir) as staging:
         atomic_write_json(staging / "meta.json", meta)
-        if meta["kind"] == "images":
+        if meta["kind"] == "images" and meta["task"] == "classification":
             y = np.load(prepared_dir / "y_train.npy")
             x = np.load(prepared_dir / "x_train.npy", mmap_mode="r")
             rows = np.concatenate(class_sample_indices(y, int(meta["num_classes"])))
@@ -163,23 +165,19 @@ def _preprocess_image_files(
     spec: DatasetSpec, raw_dir: Path, out_dir: Path, settings: PreprocessSettings
 ) -> dict:
     """Images stay files: `images/` plus `x_{train,test}.npy` (paths relative to `out_dir`) and
-    `y_{train,test}.npy` (N × labels, 0/1). `garments` is generated here from Fashion-MNIST;
-    a copied label table (`apparel`) is checked, and its test rows held out, seeded."""
+    `y_{train,test}.npy` (N × labels, 0/1). The copied label table (`apparel`) is checked, and
+    its test rows held out, seeded."""
     from pipeline.data.labels import read_label_table
 
     with atomic_dir(out_dir) as staging:
-        if spec.name == "garments":
-            rel_paths, labels, n_train = _generate_garments(spec, raw_dir, staging, settings)
-            test_source = spec.extra["test_source"]
-        else:
-            table = read_label_table(raw_dir / spec.extra["label_csv"], spec.class_names)
-            shutil.copytree(raw_dir / "images", staging / "images")
-            rel_paths = [str(Path(path).relative_to(raw_dir.absolute())) for path in table.paths]
-            order = np.random.default_rng(settings.seed).permutation(len(rel_paths))
-            n_train = len(order) - int(round(len(order) * settings.test_fraction))
-            rel_paths = [rel_paths[i] for i in order]
-            labels = table.labels[order]
-            test_source = f"held out: test_fraction={settings.test_fraction}, seed={settings.seed}"
+        table = read_label_table(raw_dir / spec.extra["label_csv"], spec.class_names)
+        shutil.copytree(raw_dir / "images", staging / "images")
+        rel_paths = [str(Path(path).relative_to(raw_dir.absolute())) for path in table.paths]
+        order = np.random.default_rng(settings.seed).permutation(len(rel_paths))
+        n_train = len(order) - int(round(len(order) * settings.test_fraction))
+        rel_paths = [rel_paths[i] for i in order]
+        labels = table.labels[order]
+        test_source = f"held out: test_fraction={settings.test_fraction}, seed={settings.seed}"
         paths_array = np.asarray(rel_paths, dtype=np.str_)
         np.save(staging / "x_train.npy", paths_array[:n_train])
         np.save(staging / "y_train.npy", labels[:n_train].astype(np.uint8))
@@ -206,21 +204,49 @@ def _preprocess_image_files(
     return meta
 
 
-def _generate_garments(spec: DatasetSpec, raw_dir: Path, staging: Path, settings):
-    """Coloured garments from Fashion-MNIST's training and test images (each to its own part)."""
+def _preprocess_garments(
+    spec: DatasetSpec, raw_dir: Path, out_dir: Path, settings: PreprocessSettings
+) -> dict:
+    """Coloured garments rendered from Fashion-MNIST's training and test images (each to its own
+    part, seeded) as arrays: `x_*` uint8 (N, S, S, 3), `y_*` 0/1 (N, labels). Arrays, not
+    7,000 image files: every stage that reads the set, and every `dvc status`, checks one file
+    per array instead of one per image."""
     from pipeline.data.catalog import read_idx_dataset
-    from pipeline.data.garments import LABELS, generate
+    from pipeline.data.garments import LABELS, render_set
 
     if tuple(LABELS) != tuple(spec.class_names):
         raise DataError(f"garments labels {LABELS} differ from the catalog's {spec.class_names}.")
-    arrays = read_idx_dataset(raw_dir)
-    rel_paths, labels = [], []
-    for part, x, y, n, seed in (
-        ("train", arrays.x_train, arrays.y_train, spec.extra["n_train"], settings.seed),
-        ("test", arrays.x_test, arrays.y_test, spec.extra["n_test"], settings.seed + 1),
-    ):
-        generate(x, y, staging / part, n=n, seed=seed, image_size=int(spec.extra["image_size"]))
-        table = np.loadtxt(staging / part / "labels.csv", delimiter=",", skiprows=1, dtype=str)
-        rel_paths += [f"{part}/{name}" for name in table[:, 0]]
-        labels.append(table[:, 1:].astype(np.uint8))
-    return rel_paths, np.concatenate(labels), spec.extra["n_train"]
+    source = read_idx_dataset(raw_dir)
+    size = int(spec.extra["image_size"])
+    x_train, y_train = render_set(
+        source.x_train, source.y_train, n=spec.extra["n_train"], seed=settings.seed,
+        image_size=size,
+    )  # fmt: skip
+    x_test, y_test = render_set(
+        source.x_test, source.y_test, n=spec.extra["n_test"], seed=settings.seed + 1,
+        image_size=size,
+    )  # fmt: skip
+    meta = {
+        "dataset": spec.name,
+        "kind": spec.kind,
+        "task": spec.task,
+        "class_names": list(spec.class_names),
+        "num_classes": spec.num_classes,
+        "input_shape": [size, size, 3],
+        "value_max": spec.value_max,
+        "n_train": len(x_train),
+        "n_test": len(x_test),
+        "test_source": spec.extra["test_source"],
+        "label_counts_train": [int(v) for v in y_train.sum(axis=0)],
+    }
+    with atomic_dir(out_dir) as staging:
+        for name, array in (
+            ("x_train", x_train),
+            ("y_train", y_train),
+            ("x_test", x_test),
+            ("y_test", y_test),
+        ):
+            np.save(staging / f"{name}.npy", array)
+        atomic_write_json(staging / "meta.json", meta)
+    log.info("%s: %d train, %d test images in %s", spec.name, len(x_train), len(x_test), out_dir)
+    return meta

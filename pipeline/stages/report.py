@@ -113,8 +113,9 @@ def _dataset_section(dataset: str, root: Path, staging: Path) -> list[str]:
     if not meta_path.is_file():
         return [f"### {dataset}", "", f"(no overview of the prepared data under {overview})", ""]
     meta = read_json(meta_path)
-    if meta.get("kind") == "image_files":
+    if meta.get("task") == "multilabel":
         size = "×".join(str(side) for side in meta["input_shape"])
+        held = "read from disk as they are needed" if meta["kind"] == "image_files" else "stored as arrays"
         counts = ", ".join(
             f"{name} {count}"
             for name, count in zip(
@@ -124,8 +125,8 @@ def _dataset_section(dataset: str, root: Path, staging: Path) -> list[str]:
         return [
             f"### {dataset}",
             "",
-            f"{meta['n_train']:,} training and {meta['n_test']:,} test images ({size}, read "
-            f"from disk as they are needed), {len(meta['class_names'])} labels per image; "
+            f"{meta['n_train']:,} training and {meta['n_test']:,} test images ({size}, {held}), "
+            f"{len(meta['class_names'])} labels per image; "
             f"training images per label: {counts}. Test set: {meta['test_source']}.",
             "",
         ]

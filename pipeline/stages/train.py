@@ -123,7 +123,7 @@ def load_train_data(dataset: str, root: Path, fold: int | None = None) -> TrainD
     if standardize_path.is_file():
         read.append(standardize_path)
     meta = read_json(prepared / "meta.json")
-    if meta.get("task") == "multilabel":  # the rows are image paths: the images are read too
+    if meta.get("kind") == "image_files":  # the rows are image paths: the images are read too
         read += [prepared / str(rel) for rel in np.unique(x[np.concatenate([train_idx, val_idx])])]
     return TrainData(
         x_train=np.ascontiguousarray(x[train_idx]),
