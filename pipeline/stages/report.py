@@ -115,7 +115,9 @@ def _dataset_section(dataset: str, root: Path, staging: Path) -> list[str]:
     meta = read_json(meta_path)
     if meta.get("task") == "multilabel":
         size = "×".join(str(side) for side in meta["input_shape"])
-        held = "read from disk as they are needed" if meta["kind"] == "image_files" else "stored as arrays"
+        held = "stored as arrays"
+        if meta["kind"] == "image_files":
+            held = "read from disk as they are needed"
         counts = ", ".join(
             f"{name} {count}"
             for name, count in zip(

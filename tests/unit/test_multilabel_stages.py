@@ -213,9 +213,8 @@ def apparel_project(garments_root, project_root, tmp_path_factory) -> Path:
     x, y = np.load(prepared / "x_train.npy")[:900], np.load(prepared / "y_train.npy")[:900]
     photos = write_apparel(tmp_path_factory.mktemp("photos") / "apparel", x, y)
     project = tmp_path_factory.mktemp("apparel-project")
-    shutil.copytree(
-        project_root / "pipeline", project / "pipeline", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    code = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(project_root / "pipeline", project / "pipeline", ignore=code)
     params = yaml.safe_load((project_root / "params.yaml").read_text())
     params["data"]["datasets"] = ["apparel"]
     params["experiments"] = {
