@@ -11,7 +11,11 @@ first:
 - `dvc repro` with nothing to do (the goal: at most 1.5 s for the default pipeline);
 - DVC's floor: a no-op `dvc repro` of a synthetic project built in a temporary directory with
   as many stages as the measured pipeline, each with one one-byte file dependency, one
-  parameter and one output, no code and no data: what DVC costs for that many stages alone.
+  parameter and one output, no code and no data: what DVC costs for that many stages alone;
+- the same shape: a synthetic project whose stages have the measured pipeline's number of
+  dependencies each (small files, each its own entry in `dvc.lock`) and its outputs, and
+  declare the same parameters of a copy of the same `params.yaml`: what DVC costs for this
+  pipeline's stages, dependencies and parameters when no dependency is a directory of data.
 
 Also printed: what DVC checks (stages, dependencies and outputs, and the files behind them, from
 `dvc.lock`), the largest entries first.
@@ -50,12 +54,14 @@ MEASURES = {
     "status": ("dvc", "status"),
     "repro": ("dvc", "repro"),
     "floor": ("dvc", "repro"),  # in the synthetic project
+    "shape": ("dvc", "repro"),  # in the synthetic project of the same shape
 }
 LABELS = {
     "start": "`dvc --help` (DVC's start)",
     "status": "`dvc status`, nothing changed",
     "repro": "`dvc repro`, nothing to do",
     "floor": "DVC's floor: `dvc repro`, nothing to do, same number of trivial stages",
+    "shape": "Same shape: `dvc repro`, nothing to do, same deps and params per stage, no data",
 }
 
 
@@ -155,6 +161,41 @@ def make_floor_project(destination: Path, stages: int, env: dict[str, str]) -> N
         run(command, destination, env)
 
 
+def make_shape_project(destination: Path, root: Path, env: dict[str, str]) -> None:
+    """A built git + DVC project with the shape of `root`'s `dvc.lock`: per stage, as many
+    small-file dependencies and outputs as it lists, and the same parameters, read from a copy
+    of `root`'s `params.yaml`. Stage k's dependency j is the file `deps/f<j>` (shared across
+    stages, as the real code deps are); its outputs `outs/<k>-<i>`."""
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    shutil.copy2(root / "params.yaml", destination / "params.yaml")
+    (destination / "deps").mkdir()
+    (destination / "outs").mkdir()
+    stages, widest = {}, 0
+    for index, stage in enumerate(lock.get("stages", {}).values()):
+        deps = [entry for entry in stage.get("deps", []) if "params" not in entry]
+        outs = stage.get("outs", [])
+        params = [key for entries in stage.get("params", {}).values() for key in entries]
+        widest = max(widest, len(deps))
+        outputs = [f"outs/{index}-{out}" for out in range(len(outs))]
+        stages[f"s{index}"] = {
+            "cmd": " && ".join(f"echo {index} > {path}" for path in outputs) or "true",
+            "deps": [f"deps/f{dep}" for dep in range(len(deps))],
+            **({"params": params} if params else {}),
+            **({"outs": outputs} if outputs else {}),
+        }
+    for dep in range(widest):
+        (destination / "deps" / f"f{dep}").write_text(f"{dep}\n" * 40)
+    (destination / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    for command in (
+        ["git", "init", "--quiet"],
+        ["git", "config", "user.name", "Atelier benchmark"],
+        ["git", "config", "user.email", "bench@atelier.invalid"],
+        ["dvc", "init", "--quiet"],
+        ["dvc", "repro", "--quiet"],
+    ):
+        run(command, destination, env)
+
+
 def require_up_to_date(root: Path, env: dict[str, str]) -> None:
     """Stop with the fix when `dvc status` finds anything to run: a no-op needs a built pipeline."""
     result = subprocess.run(
@@ -187,9 +228,11 @@ def lock_summary(root: Path) -> tuple[int, int, int, int, list[tuple[int, str]]]
     return stages, entries, len(files), sum(files.values()), largest
 
 
-def measure(root: Path, floor: Path, repeats: int, env: dict[str, str]) -> dict[str, list[float]]:
+def measure(
+    root: Path, floor: Path, shape: Path, repeats: int, env: dict[str, str]
+) -> dict[str, list[float]]:
     names = list(MEASURES)
-    where = {name: floor if name == "floor" else root for name in names}
+    where = {name: {"floor": floor, "shape": shape}.get(name, root) for name in names}
     for name in names:  # warm-up: page cache, DVC's state database
         timed(MEASURES[name], where[name], env)
     times: dict[str, list[float]] = {name: [] for name in names}
@@ -197,7 +240,7 @@ def measure(root: Path, floor: Path, repeats: int, env: dict[str, str]) -> dict[
         shift = repeat % len(names)
         for name in names[shift:] + names[:shift]:
             elapsed, output = timed(MEASURES[name], where[name], env)
-            if name in ("repro", "floor") and "Running stage" in output:
+            if name in ("repro", "floor", "shape") and "Running stage" in output:
                 sys.exit(f"`dvc repro` ran a stage; the pipeline was not up to date:\n{output}")
             times[name].append(elapsed)
     return times
@@ -225,6 +268,7 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     copy = Path(tempfile.mkdtemp(prefix="atelier-bench-noop-")) if args.quick else None
     floor = Path(tempfile.mkdtemp(prefix="atelier-bench-floor-"))
+    shape = Path(tempfile.mkdtemp(prefix="atelier-bench-shape-"))
     try:
         if copy is not None:
             started = time.perf_counter()
@@ -236,9 +280,11 @@ def main() -> int:
             require_up_to_date(root, env)
         stages, entries, paths, files, largest = lock_summary(root)
         make_floor_project(floor, stages, env)
-        times = measure(root, floor, repeats, env)
+        make_shape_project(shape, root, env)
+        times = measure(root, floor, shape, repeats, env)
     finally:
         shutil.rmtree(floor, ignore_errors=True)
+        shutil.rmtree(shape, ignore_errors=True)
         if copy is not None and args.keep:
             print(f"kept {copy}", file=sys.stderr)
         elif copy is not None:
@@ -267,7 +313,7 @@ def main() -> int:
             verdict = "met" if median <= GOAL_S else "**missed**"
             if args.quick:
                 verdict += " (small copy)"
-        if name == "floor":
+        if name in ("floor", "shape"):
             verdict = f"ours is {statistics.median(times['repro']) / median:.2f}× this" + (
                 f"; above {GOAL_S} s itself" if median > GOAL_S else ""
             )
