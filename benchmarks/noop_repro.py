@@ -161,18 +161,25 @@ def make_floor_project(destination: Path, stages: int, env: dict[str, str]) -> N
         run(command, destination, env)
 
 
+def locked_stages(root: Path, env: dict[str, str]) -> dict[str, dict]:
+    """`dvc.lock`'s entries of the stages `dvc.yaml` defines now (the lock keeps the entries of
+    stages since removed until it is cleaned)."""
+    current = set(run(["dvc", "stage", "list", "--name-only"], root, env).split())
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    return {name: entry for name, entry in lock.get("stages", {}).items() if name in current}
+
+
 def make_shape_project(destination: Path, root: Path, env: dict[str, str]) -> None:
     """A built git + DVC project with the shape of `root`'s `dvc.lock`: per stage, as many
     small-file dependencies and outputs as it lists, and the same parameters, read from a copy
     of `root`'s `params.yaml`. Stage k's dependency j is the file `deps/f<j>` (shared across
     stages, as the real code deps are); its outputs `outs/<k>-<i>`."""
-    lock = yaml.safe_load((root / "dvc.lock").read_text())
     shutil.copy2(root / "params.yaml", destination / "params.yaml")
     (destination / "deps").mkdir()
     (destination / "outs").mkdir()
     stages, widest = {}, 0
-    for index, stage in enumerate(lock.get("stages", {}).values()):
-        deps = [entry for entry in stage.get("deps", []) if "params" not in entry]
+    for index, stage in enumerate(locked_stages(root, env).values()):
+        deps = stage.get("deps", [])
         outs = stage.get("outs", [])
         params = [key for entries in stage.get("params", {}).values() for key in entries]
         widest = max(widest, len(deps))
@@ -213,19 +220,20 @@ def require_up_to_date(root: Path, env: dict[str, str]) -> None:
         )
 
 
-def lock_summary(root: Path) -> tuple[int, int, int, int, list[tuple[int, str]]]:
+def lock_summary(
+    root: Path, env: dict[str, str]
+) -> tuple[int, int, int, int, list[tuple[int, str]]]:
     """From dvc.lock: stages, dependency/output entries, distinct paths, the files behind those
     paths, and the five paths with the most files."""
-    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    stages = locked_stages(root, env)
     files: dict[str, int] = {}
     entries = 0
-    for stage in lock.get("stages", {}).values():
+    for stage in stages.values():
         for entry in [*stage.get("deps", []), *stage.get("outs", [])]:
             entries += 1
             files[entry["path"]] = int(entry.get("nfiles", 1))
     largest = sorted(((count, path) for path, count in files.items()), reverse=True)[:5]
-    stages = len(lock.get("stages", {}))
-    return stages, entries, len(files), sum(files.values()), largest
+    return len(stages), entries, len(files), sum(files.values()), largest
 
 
 def measure(
@@ -278,7 +286,7 @@ def main() -> int:
         else:
             root = PROJECT_ROOT
             require_up_to_date(root, env)
-        stages, entries, paths, files, largest = lock_summary(root)
+        stages, entries, paths, files, largest = lock_summary(root, env)
         make_floor_project(floor, stages, env)
         make_shape_project(shape, root, env)
         times = measure(root, floor, shape, repeats, env)
