@@ -24,6 +24,12 @@ class TrainingRows(Protocol):
     def task(self) -> str: ...
 
 
+def image_files(data: TrainingRows) -> bool:
+    """Whether `data`'s rows are image paths (the dataset's layout, from the catalog) whose
+    pixels are read from disk batch by batch, rather than arrays held in memory."""
+    return data.meta.get("kind") == "image_files"
+
+
 def input_spec(model_params, data: TrainingRows):
     """The `InputSpec` of the model that trains on `data`: shape, classes and input scaling.
 
@@ -52,12 +58,6 @@ def input_spec(model_params, data: TrainingRows):
         feature_mean=tuple(data.standardize["mean"]) if data.standardize else None,
         feature_std=tuple(data.standardize["std"]) if data.standardize else None,
     )
-
-
-def image_files(data: TrainingRows) -> bool:
-    """Whether `data`'s rows are image paths (the dataset's layout, from the catalog) whose
-    pixels are read from disk batch by batch, rather than arrays held in memory."""
-    return data.meta.get("kind") == "image_files"
 
 
 def make_datasets(data: TrainingRows, batch_size: int, seed: int):

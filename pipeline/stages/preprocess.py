@@ -236,7 +236,7 @@ def _preprocess_garments(
         "value_max": spec.value_max,
         "n_train": len(x_train),
         "n_test": len(x_test),
-        "test_source": spec.extra["test_source"],
+        "test_source": "generated",
         "label_counts_train": [int(v) for v in y_train.sum(axis=0)],
     }
     with atomic_dir(out_dir) as staging:
