@@ -15,7 +15,9 @@ first:
 - the same shape: a synthetic project whose stages have the measured pipeline's number of
   dependencies each (small files, each its own entry in `dvc.lock`) and its outputs, and
   declare the same parameters of a copy of the same `params.yaml`: what DVC costs for this
-  pipeline's stages, dependencies and parameters when no dependency is a directory of data.
+  pipeline's stages, dependencies and parameters when no dependency is a directory of data;
+- the same parameters: that project again with one dependency per stage: what the stages and
+  their parameters cost whatever the dependencies.
 
 Also printed: what DVC checks (stages, dependencies and outputs, and the files behind them, from
 `dvc.lock`), the largest entries first.
@@ -55,6 +57,7 @@ MEASURES = {
     "repro": ("dvc", "repro"),
     "floor": ("dvc", "repro"),  # in the synthetic project
     "shape": ("dvc", "repro"),  # in the synthetic project of the same shape
+    "params": ("dvc", "repro"),  # in that project with one dependency per stage
 }
 LABELS = {
     "start": "`dvc --help` (DVC's start)",
@@ -62,6 +65,7 @@ LABELS = {
     "repro": "`dvc repro`, nothing to do",
     "floor": "DVC's floor: `dvc repro`, nothing to do, same number of trivial stages",
     "shape": "Same shape: `dvc repro`, nothing to do, same deps and params per stage, no data",
+    "params": "Same params: the same shape with one dependency per stage",
 }
 
 
@@ -169,17 +173,19 @@ def locked_stages(root: Path, env: dict[str, str]) -> dict[str, dict]:
     return {name: entry for name, entry in lock.get("stages", {}).items() if name in current}
 
 
-def make_shape_project(destination: Path, root: Path, env: dict[str, str]) -> None:
+def make_shape_project(
+    destination: Path, root: Path, env: dict[str, str], *, most_deps: int | None = None
+) -> None:
     """A built git + DVC project with the shape of `root`'s `dvc.lock`: per stage, as many
-    small-file dependencies and outputs as it lists, and the same parameters, read from a copy
-    of `root`'s `params.yaml`. Stage k's dependency j is the file `deps/f<j>` (shared across
-    stages, as the real code deps are); its outputs `outs/<k>-<i>`."""
+    small-file dependencies (at most `most_deps`) and outputs as it lists, and the same
+    parameters, read from a copy of `root`'s `params.yaml`. Stage k's dependency j is the file
+    `deps/f<j>` (shared across stages, as the real code deps are); its outputs `outs/<k>-<i>`."""
     shutil.copy2(root / "params.yaml", destination / "params.yaml")
     (destination / "deps").mkdir()
     (destination / "outs").mkdir()
     stages, widest = {}, 0
     for index, stage in enumerate(locked_stages(root, env).values()):
-        deps = stage.get("deps", [])
+        deps = stage.get("deps", [])[:most_deps]
         outs = stage.get("outs", [])
         params = [key for entries in stage.get("params", {}).values() for key in entries]
         widest = max(widest, len(deps))
@@ -237,10 +243,10 @@ def lock_summary(
 
 
 def measure(
-    root: Path, floor: Path, shape: Path, repeats: int, env: dict[str, str]
+    root: Path, synthetic: dict[str, Path], repeats: int, env: dict[str, str]
 ) -> dict[str, list[float]]:
     names = list(MEASURES)
-    where = {name: {"floor": floor, "shape": shape}.get(name, root) for name in names}
+    where = {name: synthetic.get(name, root) for name in names}
     for name in names:  # warm-up: page cache, DVC's state database
         timed(MEASURES[name], where[name], env)
     times: dict[str, list[float]] = {name: [] for name in names}
@@ -248,7 +254,7 @@ def measure(
         shift = repeat % len(names)
         for name in names[shift:] + names[:shift]:
             elapsed, output = timed(MEASURES[name], where[name], env)
-            if name in ("repro", "floor", "shape") and "Running stage" in output:
+            if name != "status" and "Running stage" in output:
                 sys.exit(f"`dvc repro` ran a stage; the pipeline was not up to date:\n{output}")
             times[name].append(elapsed)
     return times
@@ -275,8 +281,10 @@ def main() -> int:
     env = tool_env()
     load_before = os.getloadavg()[0]
     copy = Path(tempfile.mkdtemp(prefix="atelier-bench-noop-")) if args.quick else None
-    floor = Path(tempfile.mkdtemp(prefix="atelier-bench-floor-"))
-    shape = Path(tempfile.mkdtemp(prefix="atelier-bench-shape-"))
+    synthetic = {
+        name: Path(tempfile.mkdtemp(prefix=f"atelier-bench-{name}-"))
+        for name in ("floor", "shape", "params")
+    }
     try:
         if copy is not None:
             started = time.perf_counter()
@@ -287,12 +295,13 @@ def main() -> int:
             root = PROJECT_ROOT
             require_up_to_date(root, env)
         stages, entries, paths, files, largest = lock_summary(root, env)
-        make_floor_project(floor, stages, env)
-        make_shape_project(shape, root, env)
-        times = measure(root, floor, shape, repeats, env)
+        make_floor_project(synthetic["floor"], stages, env)
+        make_shape_project(synthetic["shape"], root, env)
+        make_shape_project(synthetic["params"], root, env, most_deps=1)
+        times = measure(root, synthetic, repeats, env)
     finally:
-        shutil.rmtree(floor, ignore_errors=True)
-        shutil.rmtree(shape, ignore_errors=True)
+        for directory in synthetic.values():
+            shutil.rmtree(directory, ignore_errors=True)
         if copy is not None and args.keep:
             print(f"kept {copy}", file=sys.stderr)
         elif copy is not None:
@@ -321,7 +330,7 @@ def main() -> int:
             verdict = "met" if median <= GOAL_S else "**missed**"
             if args.quick:
                 verdict += " (small copy)"
-        if name in ("floor", "shape"):
+        if name in synthetic:
             verdict = f"ours is {statistics.median(times['repro']) / median:.2f}× this" + (
                 f"; above {GOAL_S} s itself" if median > GOAL_S else ""
             )
