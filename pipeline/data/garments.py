@@ -2,8 +2,10 @@
 
 The Keras tutorial's "apparel" seed trains on photos listed in a CSV with one 0/1 column per
 label (`image, black, blue, …, shoes`), downloaded from the web. This module builds a set with the
-same layout from the Fashion-MNIST files the project already has, so the multi-label pipeline
-runs, and is tested, without the network and reproducibly:
+same labels from the Fashion-MNIST files the project already has, so the multi-label pipeline
+runs, and is tested, without the network and reproducibly: `render_set` returns it as arrays
+(what the built-in `garments` dataset holds), `generate` writes it in the seed's layout (PNG
+files and `labels.csv`):
 
 - Fashion-MNIST classes map to the seed's items: T-shirt/top, Pullover and Shirt → shirt; Dress →
   dress; Trouser → pants; Sandal, Sneaker and Ankle boot → shoes; Coat and Bag are dropped.
