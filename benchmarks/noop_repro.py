@@ -139,6 +139,18 @@ def make_quick_copy(destination: Path, env: dict[str, str]) -> None:
     run(["dvc", "repro"], destination, env)
 
 
+def init_and_build(destination: Path, env: dict[str, str]) -> None:
+    """Make `destination` a git + DVC repository and build its pipeline once."""
+    for command in (
+        ["git", "init", "--quiet"],
+        ["git", "config", "user.name", "Atelier benchmark"],
+        ["git", "config", "user.email", "bench@atelier.invalid"],
+        ["dvc", "init", "--quiet"],
+        ["dvc", "repro", "--quiet"],
+    ):
+        run(command, destination, env)
+
+
 def make_floor_project(destination: Path, stages: int, env: dict[str, str]) -> None:
     """A built git + DVC project of `stages` trivial stages (`foreach` over a params list): each
     depends on one one-byte file and its own parameter and writes one file."""
@@ -155,14 +167,7 @@ def make_floor_project(destination: Path, stages: int, env: dict[str, str]) -> N
         },
     }
     (destination / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"trivial": stage}}))
-    for command in (
-        ["git", "init", "--quiet"],
-        ["git", "config", "user.name", "Atelier benchmark"],
-        ["git", "config", "user.email", "bench@atelier.invalid"],
-        ["dvc", "init", "--quiet"],
-        ["dvc", "repro", "--quiet"],
-    ):
-        run(command, destination, env)
+    init_and_build(destination, env)
 
 
 def locked_stages(root: Path, env: dict[str, str]) -> dict[str, dict]:
@@ -199,14 +204,7 @@ def make_shape_project(
     for dep in range(widest):
         (destination / "deps" / f"f{dep}").write_text(f"{dep}\n" * 40)
     (destination / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
-    for command in (
-        ["git", "init", "--quiet"],
-        ["git", "config", "user.name", "Atelier benchmark"],
-        ["git", "config", "user.email", "bench@atelier.invalid"],
-        ["dvc", "init", "--quiet"],
-        ["dvc", "repro", "--quiet"],
-    ):
-        run(command, destination, env)
+    init_and_build(destination, env)
 
 
 def require_up_to_date(root: Path, env: dict[str, str]) -> None:

@@ -99,17 +99,18 @@ def _preprocess_arrays(
     }
     if spec.kind == "tabular":
         meta |= {"feature_names": list(spec.feature_names), "target_name": spec.target_name}
-    with atomic_dir(out_dir) as staging:
-        for name, array in (
-            ("x_train", x_train),
-            ("y_train", y_train),
-            ("x_test", x_test),
-            ("y_test", y_test),
-        ):
-            np.save(staging / f"{name}.npy", np.ascontiguousarray(array))
-        atomic_write_json(staging / "meta.json", meta)
+    _write_prepared(out_dir, (x_train, y_train, x_test, y_test), meta)
     log.info("%s: %d train, %d test rows in %s", spec.name, len(x_train), len(x_test), out_dir)
     return meta
+
+
+def _write_prepared(out_dir: Path, arrays: tuple, meta: dict) -> None:
+    """`out_dir`, whole or not at all: `x_train`, `y_train`, `x_test`, `y_test` (`.npy`, in that
+    order in `arrays`) and `meta.json`."""
+    with atomic_dir(out_dir) as staging:
+        for name, array in zip(("x_train", "y_train", "x_test", "y_test"), arrays, strict=True):
+            np.save(staging / f"{name}.npy", np.ascontiguousarray(array))
+        atomic_write_json(staging / "meta.json", meta)
 
 
 def _check(x: np.ndarray, y: np.ndarray | None, spec: DatasetSpec, part: str):
@@ -183,20 +184,9 @@ def _preprocess_image_files(
         np.save(staging / "y_train.npy", labels[:n_train].astype(np.uint8))
         np.save(staging / "x_test.npy", paths_array[n_train:])
         np.save(staging / "y_test.npy", labels[n_train:].astype(np.uint8))
-        size = int(spec.extra["image_size"])
-        meta = {
-            "dataset": spec.name,
-            "kind": spec.kind,
-            "task": spec.task,
-            "class_names": list(spec.class_names),
-            "num_classes": spec.num_classes,
-            "input_shape": [size, size, 3],
-            "value_max": 255,
-            "n_train": int(n_train),
-            "n_test": int(len(paths_array) - n_train),
-            "test_source": test_source,
-            "label_counts_train": [int(v) for v in labels[:n_train].sum(axis=0)],
-        }
+        meta = _multilabel_meta(
+            spec, labels[:n_train], n_test=len(paths_array) - n_train, test_source=test_source
+        )
         atomic_write_json(staging / "meta.json", meta)
     log.info(
         "%s: %d train, %d test images in %s", spec.name, meta["n_train"], meta["n_test"], out_dir
@@ -226,7 +216,16 @@ def _preprocess_garments(
         source.x_test, source.y_test, n=spec.extra["n_test"], seed=settings.seed + 1,
         image_size=size,
     )  # fmt: skip
-    meta = {
+    meta = _multilabel_meta(spec, y_train, n_test=len(x_test), test_source="generated")
+    _write_prepared(out_dir, (x_train, y_train, x_test, y_test), meta)
+    log.info("%s: %d train, %d test images in %s", spec.name, len(x_train), len(x_test), out_dir)
+    return meta
+
+
+def _multilabel_meta(spec: DatasetSpec, y_train: np.ndarray, *, n_test: int, test_source: str):
+    """`meta.json` of a multi-label set of `spec.extra["image_size"]`-pixel RGB images."""
+    size = int(spec.extra["image_size"])
+    return {
         "dataset": spec.name,
         "kind": spec.kind,
         "task": spec.task,
@@ -234,19 +233,8 @@ def _preprocess_garments(
         "num_classes": spec.num_classes,
         "input_shape": [size, size, 3],
         "value_max": spec.value_max,
-        "n_train": len(x_train),
-        "n_test": len(x_test),
-        "test_source": "generated",
+        "n_train": len(y_train),
+        "n_test": int(n_test),
+        "test_source": test_source,
         "label_counts_train": [int(v) for v in y_train.sum(axis=0)],
     }
-    with atomic_dir(out_dir) as staging:
-        for name, array in (
-            ("x_train", x_train),
-            ("y_train", y_train),
-            ("x_test", x_test),
-            ("y_test", y_test),
-        ):
-            np.save(staging / f"{name}.npy", array)
-        atomic_write_json(staging / "meta.json", meta)
-    log.info("%s: %d train, %d test images in %s", spec.name, len(x_train), len(x_test), out_dir)
-    return meta
